@@ -1,0 +1,1 @@
+"""Data shipped with speechqe: scoring suites (``suites/*.yaml``), the demo speech set."""

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only; every score is computed by library code."""

@@ -1,0 +1,278 @@
+"""The metric contract.
+
+A metric is a pure numeric core (``speechqe.metrics.functional``) plus a thin adapter: a
+:class:`Metric` subclass whose :class:`MetricSpec` declares, as data, everything the runner and
+the reports need to know (input sample rate, reference/text needs, direction, range,
+aggregation, device, batching). The runner decodes and resamples each signal once and hands
+metrics ready arrays through :class:`ScoringInput`; metrics never read files or resample.
+
+One metric may emit several outputs computed together (DNSMOS gives SIG, BAK, OVRL and P.808);
+each output has its own :class:`OutputSpec` and its own stored record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping, Sequence
+
+import numpy as np
+
+from speechqe.audio import LoadedAudio, check_duration
+from speechqe.errors import ConfigError, ItemError, MissingReferenceError, MissingTextError
+from speechqe.manifest import AudioItem
+
+Aggregation = Literal["mean", "ratio"]
+Device = Literal["cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One stored number produced by a metric.
+
+    Attributes:
+        name: the metric name in results (``pesq``, ``dnsmos_ovrl``, ``wer``).
+        higher_is_better: direction, used by reports and regression flags (``None``: neither).
+        valid_range: ``(low, high)`` bounds of valid values (``None``: unbounded); a value
+            outside is a bug and is recorded as an error, never stored as a score.
+        unit: e.g. ``'dB'``, ``'cents'``, ``'MOS'``.
+        aggregation: ``'mean'`` of per-item values, or ``'ratio'``: the sum of the numerator
+            field over the sum of the denominator field of each record's ``extra`` (corpus WER
+            = summed edits / summed reference words).
+        ratio: ``(numerator_field, denominator_field)`` when ``aggregation == 'ratio'``.
+    """
+
+    name: str
+    higher_is_better: bool | None
+    valid_range: tuple[float | None, float | None] = (None, None)
+    unit: str = ""
+    aggregation: Aggregation = "mean"
+    ratio: tuple[str, str] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.aggregation == "ratio" and not self.ratio:
+            raise ValueError(f"{self.name}: ratio aggregation needs ratio=(numerator, denominator)")
+
+    def check(self, value: float) -> None:
+        """Raise ``ValueError`` if ``value`` is NaN or outside :attr:`valid_range`."""
+        if not np.isfinite(value):
+            raise ValueError(f"{self.name} is not finite ({value})")
+        lo, hi = self.valid_range
+        if (lo is not None and value < lo - 1e-9) or (hi is not None and value > hi + 1e-9):
+            raise ValueError(f"{self.name}={value} is outside its valid range {self.valid_range}")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """The contract of one metric, as data.
+
+    Attributes:
+        name: registry name (``--metrics name``).
+        version: bump whenever a change can alter the numbers; part of every stored key.
+        outputs: what it emits.
+        sample_rate: the rate its input must have (``None``: native rate).
+        needs_reference, needs_text: inputs it requires.
+        device: ``'cpu'`` or ``'cuda'`` when it can use a GPU.
+        batched: whether :meth:`Metric.score_batch` is implemented natively (items are then
+            length-bucketed by the runner).
+        min_duration: shortest input in seconds (shorter -> ``too_short`` error).
+        kind: ``'intrusive'``, ``'non-intrusive'``, ``'asr'``, ``'speaker'``, ``'mos-predictor'``.
+        source: the library or paper it implements.
+        extra: the pip extra that installs its dependencies (``''``: core).
+    """
+
+    name: str
+    version: str
+    outputs: tuple[OutputSpec, ...]
+    sample_rate: int | None = None
+    needs_reference: bool = False
+    needs_text: bool = False
+    device: Device = "cpu"
+    batched: bool = False
+    min_duration: float = 0.0
+    kind: str = "non-intrusive"
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    extra: str = ""
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+    def output(self, name: str) -> OutputSpec:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+@dataclass
+class ScoringInput:
+    """What a metric receives for one item: decoded audio (memoised per rate), the
+    reference, the transcript, and a per-item cache shared by the metrics of one run (so an
+    analysis used by two metrics, e.g. WORLD features for MCD and F0, is computed once)."""
+
+    item: AudioItem
+    audio: LoadedAudio
+    ref: LoadedAudio | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str | None:
+        return self.item.text
+
+    def signal(self, sample_rate: int | None) -> np.ndarray:
+        """The item's signal at ``sample_rate`` (``(samples,)`` float32)."""
+        return self.audio.at(sample_rate)
+
+    def reference(self, sample_rate: int | None) -> np.ndarray:
+        """The reference signal at ``sample_rate``; raises :class:`MissingReferenceError`."""
+        if self.ref is None:
+            raise MissingReferenceError("this metric needs a reference and the item has none")
+        return self.ref.at(sample_rate)
+
+    def require_text(self) -> str:
+        if self.item.text is None or not self.item.text.strip():
+            raise MissingTextError("this metric needs a transcript and the item has none")
+        return self.item.text
+
+    def cached(self, key: str, compute):
+        """Memoise ``compute()`` under ``key`` for this item."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+@dataclass
+class ItemScore:
+    """A metric's result for one item: one value per output, plus JSON-able extra fields
+    (e.g. F0 voicing counts, ASR hypothesis and edit counts)."""
+
+    values: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ItemResult = ItemScore | ItemError
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """Parameters of a metric that has none."""
+
+
+class Metric(ABC):
+    """Adapter base class. Subclasses set :attr:`spec`, optionally :attr:`Params` (a frozen
+    dataclass; its defaults are the only defaults) and implement :meth:`score_item` or, for
+    batched metrics, :meth:`score_batch`.
+
+    Heavy libraries are imported in :meth:`setup` (or lazily in the functional core), never at
+    module import, so ``speechqe metrics`` can list every contract without them.
+    """
+
+    spec: ClassVar[MetricSpec]
+    Params: ClassVar[type] = NoParams
+    #: name of the parameter set by ``--metrics name:VALUE`` (e.g. a bundle path)
+    positional: ClassVar[str | None] = None
+
+    def __init__(self, params: Any = None, device: str = "cpu"):
+        self.params = params if params is not None else self.Params()
+        if not isinstance(self.params, self.Params):
+            raise TypeError(f"{type(self).__name__} params must be {self.Params.__name__}")
+        self.device = device
+        self._ready = False
+
+    # --- identity ---------------------------------------------------------------------------
+    def model_id(self) -> str:
+        """Identifies everything besides the input that determines the numbers: parameters
+        and, for model-based metrics, the weights' checksums. Part of each stored key."""
+        return params_id(self.params)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load models / import libraries. Called once per process before scoring."""
+
+    def ensure_ready(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    # --- scoring ----------------------------------------------------------------------------
+    def check_input(self, inp: ScoringInput) -> None:
+        """Contract checks shared by all metrics: reference, text, minimum duration."""
+        if self.spec.needs_reference and inp.ref is None:
+            raise MissingReferenceError(
+                f"{self.spec.name} needs a reference; none was matched for this item"
+            )
+        if self.spec.needs_text:
+            inp.require_text()
+        if self.spec.min_duration > 0:
+            check_duration(
+                inp.audio.samples.size, inp.audio.sample_rate, self.spec.min_duration,
+                self.spec.name,
+            )
+            if self.spec.needs_reference and inp.ref is not None:
+                check_duration(
+                    inp.ref.samples.size, inp.ref.sample_rate, self.spec.min_duration,
+                    f"{self.spec.name} (reference)",
+                )
+
+    def score_item(self, inp: ScoringInput) -> ItemScore:
+        """Score one item. Raise an :class:`ItemError` subclass for bad input."""
+        raise NotImplementedError
+
+    def score_batch(self, inputs: Sequence[ScoringInput]) -> list[ItemResult]:
+        """Score several items; the result is aligned with ``inputs`` (one entry each, an
+        :class:`ItemScore` or an :class:`ItemError`; never filtered)."""
+        out: list[ItemResult] = []
+        for inp in inputs:
+            try:
+                out.append(self.score_item(inp))
+            except ItemError as exc:
+                out.append(exc)
+        return out
+
+    def close(self) -> None:
+        """Release models (optional)."""
+
+
+def params_id(params: Any) -> str:
+    """A short stable id of a params dataclass: ``'default'`` or ``'p-<hash>'``."""
+    if not dataclasses.is_dataclass(params):
+        return "default"
+    d = dataclasses.asdict(params)
+    if not d:
+        return "default"
+    blob = json.dumps(d, sort_keys=True, default=str)
+    return "p-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_params(cls: type[Metric], values: Mapping[str, Any] | None) -> Any:
+    """Build ``cls.Params`` from a mapping; unknown keys are errors."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise ConfigError(
+            f"unknown parameter(s) {sorted(unknown)} for metric '{cls.spec.name}' "
+            f"(known: {known})"
+        )
+    for k, v in list(values.items()):
+        ftype = fields[k].type
+        if isinstance(v, list):
+            values[k] = tuple(v)
+        elif ftype in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
+            values[k] = float(v)
+    try:
+        return cls.Params(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad parameters for metric '{cls.spec.name}': {exc}") from exc

@@ -1,0 +1,1 @@
+"""Pure numeric metric cores: arrays in, numbers out. No files, no resampling, no registry."""

@@ -1,0 +1,1 @@
+"""MOS predictors: SSL strong learner, Whisper-based predictor, weak learners, stacking."""

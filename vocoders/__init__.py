@@ -1,0 +1,1 @@
+"""Token-based vocoders: SSL unit tokenizer, unit HiFi-GAN, resynthesis evaluation."""
