@@ -114,12 +114,18 @@ class MetricSpec:
 @dataclass
 class ScoringInput:
     """What a metric receives for one item: decoded audio (memoised per rate), the
-    reference, the transcript, and a per-item cache shared by the metrics of one run (so an
-    analysis used by two metrics, e.g. WORLD features for MCD and F0, is computed once)."""
+    reference, the speaker prompt, the transcript, and a per-item cache.
+
+    The runner's guarantee: within one chunk of items, every metric receives the *same*
+    ``ScoringInput`` objects, in the order the metrics are listed, so an analysis used by two
+    metrics (WORLD features for MCD and F0, an ASR hypothesis for WER and CER) is computed
+    once and shared through :meth:`cached`.
+    """
 
     item: AudioItem
     audio: LoadedAudio
     ref: LoadedAudio | None = None
+    prompt: LoadedAudio | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -54,6 +54,8 @@ class AudioItem:
         sample_rate, frames, channels: from the file header; ``None`` if it cannot be read.
         sha256: sha256 of the file's bytes; the key of every stored score.
         ref_path, ref_sha256: the clean/natural reference, for intrusive metrics.
+        prompt_path, prompt_sha256: a speaker prompt (zero-shot TTS, voice conversion target),
+            used by speaker similarity instead of the reference when given.
         text: the intended transcript, for ASR metrics.
         mos: mean opinion score label (training and evaluation of MOS predictors).
         listener_scores: ``(listener_id, score)`` pairs behind ``mos``, when known.
@@ -72,6 +74,8 @@ class AudioItem:
     sha256: str = ""
     ref_path: str | None = None
     ref_sha256: str | None = None
+    prompt_path: str | None = None
+    prompt_sha256: str | None = None
     text: str | None = None
     mos: float | None = None
     listener_scores: tuple[tuple[str, float], ...] = ()
@@ -183,7 +187,7 @@ class SpeechSet:
         for it in sorted(self.items, key=lambda i: i.id):
             h.update(
                 json.dumps(
-                    [it.id, it.system, it.sha256, it.ref_sha256, it.text, it.mos,
+                    [it.id, it.system, it.sha256, it.ref_sha256, it.prompt_sha256, it.text, it.mos,
                      list(it.listener_scores)],
                     ensure_ascii=False,
                 ).encode()
@@ -433,7 +437,7 @@ def from_jsonl(path: str | Path, *, name: str | None = None, rehash: bool = Fals
 
     Each line is an object with at least ``path`` (relative paths are resolved against the
     file's folder); optional ``id`` (default: the file stem), ``system`` (default ``'default'``),
-    ``ref_path`` (or ``reference``), ``text``, ``mos``, ``listener_scores``, ``speaker`` and any
+    ``ref_path`` (or ``reference``), ``prompt_path``, ``text``, ``mos``, ``listener_scores``, ``speaker`` and any
     other string fields (kept in ``extra``). Lines written by :meth:`SpeechSet.to_jsonl` carry
     headers and hashes and are read as they are, unless ``rehash``.
     """
@@ -458,9 +462,10 @@ def from_jsonl(path: str | Path, *, name: str | None = None, rehash: bool = Fals
             audio = Path(d["path"])
             audio = audio if audio.is_absolute() else (base / audio)
             d["path"] = str(audio.resolve())
-            if d.get("ref_path"):
-                ref = Path(d["ref_path"])
-                d["ref_path"] = str((ref if ref.is_absolute() else base / ref).resolve())
+            for key in ("ref_path", "prompt_path"):
+                if d.get(key):
+                    p = Path(d[key])
+                    d[key] = str((p if p.is_absolute() else base / p).resolve())
             extra = dict(d.pop("extra", {}) or {})
             extra.update({k: d.pop(k) for k in list(d) if k not in item_fields})
             d["extra"] = extra
@@ -472,6 +477,8 @@ def from_jsonl(path: str | Path, *, name: str | None = None, rehash: bool = Fals
                     d[k] = getattr(header, k)
                 if d.get("ref_path"):
                     d["ref_sha256"] = file_sha256(d["ref_path"])
+                if d.get("prompt_path"):
+                    d["prompt_sha256"] = file_sha256(d["prompt_path"])
             items.append(AudioItem.from_dict(d))
     return SpeechSet(tuple(items), name=name or path.stem, source=str(path))
 
