@@ -2,7 +2,9 @@
 
 Metric adapters are discovered from the modules of :mod:`speechqe.metrics` (every module but
 ``base``, ``registry`` and ``functional``), from :data:`EXTRA_MODULES` (metrics that live with
-the predictors or vocoders) and from the ``speechqe.metrics`` entry-point group (plugins).
+the predictors or vocoders), from the ``speechqe.metrics`` entry-point group (installed
+plugins) and from the modules named in ``$SPEECHQE_PLUGINS`` (comma-separated import paths: a
+team's own metrics without packaging them).
 Adapters import heavy libraries lazily, so discovery is cheap and never needs an extra.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -67,12 +70,24 @@ def _discover() -> dict[str, type[Metric]]:
             continue
         for cls in _metric_classes(module):
             add(cls)
+    for modname in filter(None, (m.strip() for m in os.environ.get("SPEECHQE_PLUGINS", "").split(","))):
+        try:
+            module = importlib.import_module(modname)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import SPEECHQE_PLUGINS module '{modname}': {exc}") from exc
+        for cls in _metric_classes(module):
+            add(cls)
     for ep in entry_points(group="speechqe.metrics"):
         obj = ep.load()
         classes = [obj] if inspect.isclass(obj) else _metric_classes(obj)
         for cls in classes:
             add(cls)
     return dict(sorted(found.items()))
+
+
+def refresh() -> None:
+    """Forget the discovered metrics (after changing ``$SPEECHQE_PLUGINS``)."""
+    _discover.cache_clear()
 
 
 def available() -> dict[str, type[Metric]]:

@@ -110,9 +110,11 @@ def read(path: str | Path) -> tuple[np.ndarray, int]:
 @lru_cache(maxsize=64)
 def _resampler(orig_sr: int, new_sr: int):
     """A ``torchaudio.transforms.Resample`` whose sinc kernel is computed once per rate pair."""
+    import torch
     import torchaudio
 
-    return torchaudio.transforms.Resample(orig_freq=orig_sr, new_freq=new_sr)
+    # float32 kernel: identical to torchaudio.functional.resample on float32 input
+    return torchaudio.transforms.Resample(orig_freq=orig_sr, new_freq=new_sr, dtype=torch.float32)
 
 
 _resample_lock = threading.Lock()

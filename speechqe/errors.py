@@ -104,6 +104,19 @@ class UnexpectedItemError(ItemError):
     code = "unexpected"
 
 
+def item_error(code: str, message: str) -> ItemError:
+    """Rebuild a typed :class:`ItemError` from its ``code`` (e.g. one stored in a manifest)."""
+    stack: list[type[ItemError]] = [ItemError]
+    while stack:
+        cls = stack.pop()
+        if cls.code == code:
+            return cls(message)
+        stack.extend(cls.__subclasses__())
+    exc = ItemError(message)
+    exc.code = code
+    return exc
+
+
 # --------------------------------------------------------------------------------------------
 # Errors that stop a command
 # --------------------------------------------------------------------------------------------

@@ -39,3 +39,37 @@ def _torch_threads():
         return
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def toy_metrics(monkeypatch):
+    """Register tests/plugins/toy_metrics.py through $SPEECHQE_PLUGINS (in this process and
+    in subprocesses, which get tests/ on PYTHONPATH)."""
+    from speechqe.metrics import registry
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("SPEECHQE_PLUGINS", "plugins.toy_metrics")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
+    )
+    registry.refresh()
+    yield registry
+    monkeypatch.delenv("SPEECHQE_PLUGINS")
+    registry.refresh()
+
+
+def write_tone(path, seconds=0.5, sr=16000, freq=220.0, amp=0.5, seed=None, channels=1):
+    """Write a tone (plus a little seeded noise, so contents differ) and return the array."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    x = amp * np.sin(2 * np.pi * freq * t)
+    if seed is not None:
+        x = x + 0.01 * np.random.default_rng(seed).standard_normal(x.size)
+    x = x.astype(np.float32)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.stack([x] * channels, axis=1) if channels > 1 else x
+    sf.write(path, data, sr, subtype="PCM_16" if path.suffix != ".ogg" else "VORBIS")
+    return x

@@ -1,0 +1,506 @@
+"""The scoring engine: speech set x metrics -> records in the results store.
+
+For each chunk of items the runner decodes every signal once (reference and prompt too, when a
+metric needs them), hands all metrics the same :class:`~speechqe.metrics.base.ScoringInput`
+objects (so shared analyses are computed once), turns every failure into a typed error record
+for exactly the item and metric it concerns, and commits the chunk to the store. Before any work
+it asks the store which records exist, so a rerun — after a kill, or with one metric added —
+computes only what is missing.
+
+With ``workers > 1`` chunks are scored in a pool of processes (each loads its metrics' models
+once); the main process alone writes to the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import subprocess
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .audio import LoadedAudio
+from .errors import (
+    ConfigError,
+    ItemError,
+    MetricComputationError,
+    UnexpectedItemError,
+    item_error,
+)
+from .manifest import AudioItem, SpeechSet
+from .store import ScoreRecord, Store
+
+# The metric contract lives in speechqe.metrics (the metrics/ folder).
+from speechqe.metrics.base import ItemScore, Metric, ScoringInput
+from speechqe.metrics import registry
+
+
+@dataclass(frozen=True)
+class MetricRequest:
+    """A picklable recipe for a metric: registry reference (``name`` or ``name:value``) and
+    parameters. Worker processes rebuild their metrics from these."""
+
+    ref: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, device: str) -> Metric:
+        return registry.create(self.ref, dict(self.params), device=device)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an
+    error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda (got {device!r})")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    return "cuda" if has_cuda else "cpu"
+
+
+def metric_device(metric_cls: type[Metric], device: str) -> str:
+    return "cuda" if (device == "cuda" and metric_cls.spec.device == "cuda") else "cpu"
+
+
+def input_key(item: AudioItem, metric: Metric) -> str:
+    """The store key of ``item`` for ``metric``: the content sha256, combined with the
+    reference's (and prompt's) hash and the transcript when the metric uses them."""
+    spec = metric.spec
+    parts = [item.sha256]
+    if spec.needs_reference:
+        parts.append("ref:" + (item.ref_sha256 or "-"))
+        if item.prompt_sha256:
+            parts.append("prompt:" + item.prompt_sha256)
+    if spec.needs_text:
+        parts.append("text:" + (item.text if item.text is not None else "\x00none"))
+    if len(parts) == 1:
+        return item.sha256
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout, when there is one."""
+    from . import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+# ------------------------------------------------------------------------------------------
+# Scoring one chunk (in this process or in a worker)
+# ------------------------------------------------------------------------------------------
+def _record(
+    item: AudioItem, metric: Metric, key: str, output: str, *,
+    value: float | None = None, exc: ItemError | None = None, extra: dict | None = None,
+    prefix: str = "",
+) -> ScoreRecord:
+    return ScoreRecord(
+        input_key=key, metric=output, metric_version=metric.spec.version,
+        model_id=metric.model_id(), scorer=metric.spec.name, sha256=item.sha256,
+        value=value, status="ok" if exc is None else "error",
+        error_type=None if exc is None else exc.code,
+        error=None if exc is None else prefix + str(exc),
+        extra=extra or {},
+    )
+
+
+def _error_records(
+    item: AudioItem, metric: Metric, key: str, exc: ItemError, prefix: str = ""
+) -> list[ScoreRecord]:
+    return [_record(item, metric, key, o.name, exc=exc, prefix=prefix) for o in metric.spec.outputs]
+
+
+def _score_records(item: AudioItem, metric: Metric, key: str, res: ItemScore) -> list[ScoreRecord]:
+    out = []
+    for o in metric.spec.outputs:
+        if o.name not in res.values:
+            exc = MetricComputationError(f"{metric.spec.name} returned no value for {o.name}")
+            out.append(_record(item, metric, key, o.name, exc=exc))
+            continue
+        value = float(res.values[o.name])
+        try:
+            o.check(value)
+        except ValueError as err:
+            out.append(_record(item, metric, key, o.name, exc=MetricComputationError(str(err))))
+            continue
+        out.append(_record(item, metric, key, o.name, value=value, extra=res.extra))
+    return out
+
+
+def _wrap_unexpected(exc: Exception) -> UnexpectedItemError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return UnexpectedItemError(f"{type(exc).__name__}: {text[:300]}")
+
+
+@dataclass
+class ChunkResult:
+    records: list[ScoreRecord]
+    warnings: dict[str, str] = field(default_factory=dict)
+    n_items: int = 0
+
+
+def score_chunk(
+    items: Sequence[AudioItem],
+    todo: Sequence[Sequence[int]],
+    metrics: Sequence[Metric],
+    keys: Sequence[Sequence[str]],
+) -> ChunkResult:
+    """Score ``items``; ``todo[i]`` lists the indices of the metrics pending for item ``i`` and
+    ``keys[i][m]`` is item ``i``'s input key for metric ``m``.
+
+    Every (item, pending metric) pair gives records for all the metric's outputs: values, or
+    errors with their reason. Only ``BaseException``s that are not ``Exception`` (Ctrl-C,
+    SystemExit) escape.
+    """
+    records: list[ScoreRecord] = []
+    warnings: dict[str, str] = {}
+    inputs: list[ScoringInput | None] = []
+    ref_errors: dict[int, ItemError] = {}
+    needs_ref = any(metrics[m].spec.needs_reference for t in todo for m in t)
+    for i, item in enumerate(items):
+        if item.error is not None:  # header unreadable at manifest time
+            exc = item_error(item.error_type or "unreadable", item.error)
+            for m in todo[i]:
+                records += _error_records(item, metrics[m], keys[i][m], exc)
+            inputs.append(None)
+            continue
+        try:
+            audio = LoadedAudio.from_file(item.path)
+        except ItemError as exc:
+            for m in todo[i]:
+                records += _error_records(item, metrics[m], keys[i][m], exc)
+            inputs.append(None)
+            continue
+        if audio.check.warnings:
+            warnings[item.id] = "; ".join(audio.check.warnings)
+        inp = ScoringInput(item=item, audio=audio)
+        if needs_ref:
+            try:
+                inp.ref = LoadedAudio.from_file(item.ref_path) if item.ref_path else None
+                inp.prompt = LoadedAudio.from_file(item.prompt_path) if item.prompt_path else None
+            except ItemError as exc:
+                ref_errors[i] = exc
+        inputs.append(inp)
+
+    for m, metric in enumerate(metrics):
+        batch: list[tuple[int, ScoringInput]] = []
+        for i, inp in enumerate(inputs):
+            if inp is None or m not in todo[i]:
+                continue
+            item = items[i]
+            if metric.spec.needs_reference and i in ref_errors:
+                records += _error_records(
+                    item, metric, keys[i][m], ref_errors[i], prefix="reference or prompt: "
+                )
+                continue
+            try:
+                metric.check_input(inp)
+            except ItemError as exc:
+                records += _error_records(item, metric, keys[i][m], exc)
+                continue
+            batch.append((i, inp))
+        if not batch:
+            continue
+        results = _run_metric(metric, [inp for _, inp in batch])
+        for (i, _), res in zip(batch, results):
+            if isinstance(res, ItemError):
+                records += _error_records(items[i], metric, keys[i][m], res)
+            else:
+                records += _score_records(items[i], metric, keys[i][m], res)
+    return ChunkResult(records=records, warnings=warnings, n_items=len(items))
+
+
+def _run_metric(metric: Metric, inputs: list[ScoringInput]) -> list[ItemScore | ItemError]:
+    """Run a metric on a batch; if the batch call fails unexpectedly, isolate the items."""
+    try:
+        metric.ensure_ready()
+    except ItemError as exc:
+        return [exc] * len(inputs)
+    try:
+        results = metric.score_batch(inputs)
+        if len(results) != len(inputs):
+            raise RuntimeError(
+                f"{metric.spec.name}.score_batch returned {len(results)} results for "
+                f"{len(inputs)} inputs"
+            )
+        return list(results)
+    except Exception as exc:  # noqa: BLE001 - isolate below, never lose items
+        if len(inputs) == 1:
+            return [_wrap_unexpected(exc)]
+    out: list[ItemScore | ItemError] = []
+    for inp in inputs:
+        try:
+            out += metric.score_batch([inp])
+        except Exception as exc:  # noqa: BLE001
+            out.append(_wrap_unexpected(exc))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Worker processes
+# ------------------------------------------------------------------------------------------
+_WORKER_METRICS: list[Metric] | None = None
+
+
+def _init_worker(requests: Sequence[MetricRequest], device: str, threads: int) -> None:
+    global _WORKER_METRICS
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    _WORKER_METRICS = [
+        r.build(metric_device(registry.get(registry.parse_metric_ref(r.ref)[0]), device))
+        for r in requests
+    ]
+
+
+def _worker_chunk(items, todo, keys) -> ChunkResult:
+    assert _WORKER_METRICS is not None
+    return score_chunk(items, todo, _WORKER_METRICS, keys)
+
+
+# ------------------------------------------------------------------------------------------
+# Runs
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """Progress of a run, passed to the ``progress`` callback after every committed chunk."""
+
+    total_items: int
+    done_items: int = 0
+    records: int = 0
+    errors: int = 0
+    reused_items: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    n_items: int
+    n_scored_items: int
+    n_reused_items: int
+    n_new_records: int
+    n_new_errors: int
+    metrics: list[Metric]
+
+
+def score(
+    speech_set: SpeechSet,
+    metrics: Sequence[Metric] | Sequence[MetricRequest],
+    store: Store,
+    *,
+    device: str = "cpu",
+    workers: int = 1,
+    chunk_size: int = 16,
+    retry_errors: bool = False,
+    run_name: str | None = None,
+    suite: str | None = None,
+    params: dict[str, Any] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Score ``speech_set`` with ``metrics`` into ``store``; returns the run's summary.
+
+    Args:
+        metrics: metric instances, or :class:`MetricRequest`s (required when ``workers > 1``).
+        device: ``cpu``/``cuda`` (already resolved: see :func:`resolve_device`).
+        workers: processes scoring chunks in parallel (1: in this process).
+        chunk_size: items per committed chunk (and per metric batch).
+        retry_errors: rescore items whose stored record is an error (default: reuse it; an
+            unreadable file gives the same error again).
+    """
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    requests: list[MetricRequest] | None = None
+    if metrics and isinstance(metrics[0], MetricRequest):
+        requests = list(metrics)  # type: ignore[arg-type]
+        instances = [
+            r.build(metric_device(registry.get(registry.parse_metric_ref(r.ref)[0]), device))
+            for r in requests
+        ]
+    else:
+        instances = list(metrics)  # type: ignore[arg-type]
+        if workers > 1:
+            raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
+    names = [m.spec.name for m in instances]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a metric is listed twice: {names}")
+    # Load every model before any work: a missing extra or asset stops the command here with
+    # instructions, instead of leaving a run with a column missing.
+    for m in instances:
+        m.ensure_ready()
+
+    items = list(speech_set)
+    keys = [[input_key(it, m) for m in instances] for it in items]
+    existing = [
+        store.existing(m.spec.name, m.spec.version, m.model_id(), ok_only=retry_errors)
+        for m in instances
+    ]
+    todo = [
+        [m for m in range(len(instances)) if keys[i][m] not in existing[m]]
+        for i in range(len(items))
+    ]
+    metric_info = [
+        {"name": m.spec.name, "version": m.spec.version, "model_id": m.model_id(),
+         "outputs": list(m.spec.output_names), "device": m.device}
+        for m in instances
+    ]
+    run_id = store.start_run(
+        name=run_name or speech_set.name, source=speech_set.source, suite=suite,
+        metrics=metric_info, params=dict(params or {}), code_version=code_version(),
+        n_items=len(items),
+    )
+    store.add_items(run_id, items)
+    store.link(
+        run_id,
+        [
+            (it.id, m.spec.name, keys[i][k], m.spec.version, m.model_id())
+            for i, it in enumerate(items)
+            for k, m in enumerate(instances)
+        ],
+    )
+    pending = [i for i in range(len(items)) if todo[i]]
+    reused = len(items) - len(pending)
+    # Length-bucketing: similar durations share a chunk (and thus a metric batch).
+    pending.sort(key=lambda i: (items[i].frames or 0) / (items[i].sample_rate or 1))
+    chunks = [pending[k : k + chunk_size] for k in range(0, len(pending), chunk_size)]
+    prog = Progress(total_items=len(items), done_items=reused, reused_items=reused)
+    if progress:
+        progress(prog)
+
+    def commit(res: ChunkResult) -> None:
+        store.write(run_id, res.records, res.warnings, replace=retry_errors)
+        prog.done_items += res.n_items
+        prog.records += len(res.records)
+        prog.errors += sum(1 for r in res.records if r.status == "error")
+        if progress:
+            progress(prog)
+
+    status = "failed"
+    try:
+        if workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                commit(
+                    score_chunk(
+                        [items[i] for i in chunk], [todo[i] for i in chunk], instances,
+                        [keys[i] for i in chunk],
+                    )
+                )
+        else:
+            _score_parallel(chunks, items, todo, keys, requests, device, workers, commit)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        store.finish_run(run_id, status, n_reused=reused)
+        for m in instances:
+            m.close()
+    return RunResult(
+        run_id=run_id, status=status, n_items=len(items), n_scored_items=len(pending),
+        n_reused_items=reused, n_new_records=prog.records, n_new_errors=prog.errors,
+        metrics=instances,
+    )
+
+
+def _score_parallel(chunks, items, todo, keys, requests, device, workers, commit) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")  # fork + torch/onnx threads can deadlock
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker,
+        initargs=(requests, device, threads),
+    ) as pool:
+        queue = list(chunks)
+        in_flight: set[Future] = set()
+        while queue or in_flight:
+            while queue and len(in_flight) < 2 * workers:  # bounded: results are committed as they come
+                c = queue.pop(0)
+                in_flight.add(
+                    pool.submit(
+                        _worker_chunk, [items[i] for i in c], [todo[i] for i in c],
+                        [keys[i] for i in c],
+                    )
+                )
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                commit(fut.result())
+
+
+def requests_from(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[MetricRequest]:
+    return [MetricRequest(ref, tuple(sorted(params.items()))) for ref, params in entries]
+
+
+@dataclass
+class Plan:
+    """The metrics a run will compute, and those left out with the reason."""
+
+    requests: list[MetricRequest]
+    skipped: list[tuple[str, str]]
+
+
+def plan_metrics(
+    entries: Sequence[Any],
+    speech_set: SpeechSet,
+    *,
+    explicit: bool,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Plan:
+    """Turn suite entries (``.ref``, ``.params``) into metric requests for ``speech_set``.
+
+    A metric that needs references (or transcripts) when the set has none is an error when
+    the user named it (``explicit``), and is left out with a stated reason when it comes from a
+    suite. Items that individually lack a reference get ``missing_reference`` error records.
+    Parameters are validated here (unknown keys are errors) before any work starts.
+    """
+    overrides = dict(overrides or {})
+    requests, skipped = [], []
+    for e in entries:
+        name, value = registry.parse_metric_ref(e.ref)
+        cls = registry.get(name)
+        params = dict(e.params)
+        params.update(overrides.pop(name, {}))
+        registry.create(e.ref, params)  # validate parameters now, not in a worker
+        reason = None
+        if cls.spec.needs_reference and not speech_set.has_references:
+            reason = "needs references (--ref DIR or ref_path in the manifest)"
+        elif cls.spec.needs_text and not speech_set.has_text:
+            reason = "needs transcripts (--text FILE, .txt/.lab beside the audio, or text in the manifest)"
+        if reason:
+            if explicit:
+                raise ConfigError(f"metric '{name}' {reason}")
+            skipped.append((name, reason))
+            continue
+        requests.append(MetricRequest(e.ref, tuple(sorted(params.items()))))
+    if overrides:
+        raise ConfigError(
+            f"--param given for metrics not in this run: {sorted(overrides)}"
+        )
+    if not requests:
+        raise ConfigError(
+            "no metric can run on this speech set: "
+            + "; ".join(f"{n} {r}" for n, r in skipped)
+        )
+    return Plan(requests, skipped)

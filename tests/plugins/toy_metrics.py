@@ -1,0 +1,113 @@
+"""Small, exact metrics used to test the runner, store and CLI without model weights.
+
+Loaded through ``SPEECHQE_PLUGINS=plugins.toy_metrics`` (tests/ on sys.path), which also tests
+the plugin mechanism.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from speechqe.errors import LengthMismatchError
+from speechqe.metrics.base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
+
+
+@dataclass(frozen=True)
+class DelayParams:
+    delay_s: float = 0.0
+
+
+class PeakLevel(Metric):
+    """Peak level in dBFS at the native rate; ``rms_db`` too (two outputs)."""
+
+    spec = MetricSpec(
+        name="toy_level",
+        version="1",
+        outputs=(
+            OutputSpec("toy_peak_db", higher_is_better=None, valid_range=(None, 0.0), unit="dBFS"),
+            OutputSpec("toy_rms_db", higher_is_better=None, valid_range=(None, 0.0), unit="dBFS"),
+        ),
+        sample_rate=None,
+        batched=True,
+        kind="non-intrusive",
+        description="peak and RMS level",
+    )
+    Params = DelayParams
+
+    def score_batch(self, inputs):
+        if self.params.delay_s:
+            time.sleep(self.params.delay_s * len(inputs))
+        out = []
+        for inp in inputs:
+            x = inp.signal(None).astype(np.float64)
+            out.append(
+                ItemScore(
+                    {
+                        "toy_peak_db": 20 * np.log10(np.abs(x).max()),
+                        "toy_rms_db": 10 * np.log10(np.mean(x**2)),
+                    },
+                    extra={"samples": int(x.size)},
+                )
+            )
+        return out
+
+
+class RefSNR(Metric):
+    """SNR of the item against its reference at 16 kHz (equal lengths required)."""
+
+    spec = MetricSpec(
+        name="toy_snr",
+        version="1",
+        outputs=(OutputSpec("toy_snr", higher_is_better=True, unit="dB"),),
+        sample_rate=16000,
+        needs_reference=True,
+        min_duration=0.05,
+        kind="intrusive",
+    )
+
+    def score_item(self, inp: ScoringInput) -> ItemScore:
+        x = inp.signal(16000).astype(np.float64)
+        r = inp.reference(16000).astype(np.float64)
+        if x.size != r.size:
+            raise LengthMismatchError(f"{x.size} vs {r.size} samples")
+        inp.cached("toy_shared_calls", lambda: [])  # visible to other metrics on this item
+        return ItemScore({"toy_snr": 10 * np.log10(np.sum(r**2) / max(np.sum((x - r) ** 2), 1e-20))})
+
+
+class WordCount(Metric):
+    """Words in the transcript per second of audio; aggregated as a ratio of sums."""
+
+    spec = MetricSpec(
+        name="toy_rate",
+        version="1",
+        outputs=(
+            OutputSpec("toy_words_per_s", higher_is_better=None, aggregation="ratio",
+                       ratio=("words", "seconds")),
+        ),
+        needs_text=True,
+    )
+
+    def score_item(self, inp):
+        words = len(inp.require_text().split())
+        seconds = inp.audio.duration
+        return ItemScore({"toy_words_per_s": words / seconds}, extra={"words": words, "seconds": seconds})
+
+
+class Broken(Metric):
+    """Raises a non-ItemError for items whose id contains 'boom'; out-of-range otherwise for
+    'range'; used to test isolation of unexpected failures."""
+
+    spec = MetricSpec(
+        name="toy_broken",
+        version="1",
+        outputs=(OutputSpec("toy_broken", higher_is_better=True, valid_range=(0.0, 1.0)),),
+        batched=True,
+    )
+
+    def score_batch(self, inputs):
+        if any("boom" in inp.item.id for inp in inputs):
+            raise RuntimeError("kaboom in a batch")
+        return [ItemScore({"toy_broken": 2.0 if "range" in inp.item.id else 0.5}) for inp in inputs]

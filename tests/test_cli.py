@@ -1,0 +1,142 @@
+"""The command line: scoring, summary, exports, bad arguments, kill-and-resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+from conftest import REPO, write_tone
+from typer.testing import CliRunner
+
+from speechqe.cli import app
+
+runner = CliRunner()
+
+
+def _set(tmp_path, n=6):
+    for k in range(n):
+        x = write_tone(tmp_path / "gen" / f"sys{k % 2}" / f"u{k}.wav", seconds=0.3, seed=k)
+        write_tone(tmp_path / "ref" / f"u{k}.wav", seconds=0.3, seed=k + 100)
+    (tmp_path / "gen" / "sys0" / "bad.wav").write_text("not audio")
+    (tmp_path / "t.tsv").write_text("".join(f"u{k}\tword {'w ' * k}\n" for k in range(n)))
+    return tmp_path / "gen"
+
+
+def test_score_prints_summary_and_writes_long_csv(tmp_path, toy_metrics):
+    gen = _set(tmp_path)
+    out = tmp_path / "o.csv"
+    res = runner.invoke(app, ["score", str(gen), "--ref", str(tmp_path / "ref"), "--text",
+                              str(tmp_path / "t.tsv"), "--metrics", "toy_level,toy_snr,toy_rate",
+                              "--db", str(tmp_path / "s.duckdb"), "--out", str(out),
+                              "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    assert "toy_words_per_s (corpus)" in res.output and "sys0" in res.output and "sys1" in res.output
+    assert "errors by reason: unreadable: 4" in res.output
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert {"item_id", "system", "metric", "value", "status", "error"} <= set(rows[0])
+    bad = [r for r in rows if r["item_id"] == "sys0/bad"]
+    assert len(bad) == 4 and all(r["status"] == "error" and r["value"] == "" for r in bad)
+    again = runner.invoke(app, ["summary", "--db", str(tmp_path / "s.duckdb")])
+    assert again.exit_code == 0 and "toy_snr" in again.output
+    runs = runner.invoke(app, ["runs", "--db", str(tmp_path / "s.duckdb")])
+    assert "finished" in runs.output
+    exp = runner.invoke(app, ["export", str(tmp_path / "o.parquet"), "--db", str(tmp_path / "s.duckdb")])
+    assert exp.exit_code == 0 and (tmp_path / "o.parquet").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--metrics", "nope"], "unknown metric 'nope'"),
+        (["--metrics", "toy_snr"], "needs references"),
+        (["--suite", "nope"], "unknown suite"),
+        (["--metrics", "toy_level", "--out", "x.xlsx"], "--out must end in"),
+        (["--metrics", "toy_level", "--device", "tpu"], "--device must be"),
+        (["--metrics", "toy_level", "--param", "toy_level.bogus=1"], "unknown parameter"),
+        (["--metrics", "toy_level", "--param", "broken"], "METRIC.NAME=VALUE"),
+        (["--metrics", "toy_level", "--asset", "nope=/x"], "unknown asset"),
+        (["--metrics", "toy_level", "--suite", "default"], "either --suite or --metrics"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_a_message(tmp_path, toy_metrics, args, message):
+    gen = _set(tmp_path, n=2)
+    res = runner.invoke(app, ["score", str(gen), "--db", str(tmp_path / "s.duckdb"), *args])
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())
+
+
+def test_missing_path_is_an_error(tmp_path, toy_metrics):
+    res = runner.invoke(app, ["score", str(tmp_path / "nowhere"), "--metrics", "toy_level"])
+    assert res.exit_code == 2 and "no such file or folder" in res.output
+
+
+def test_metrics_command_lists_contracts(toy_metrics):
+    res = runner.invoke(app, ["metrics"])
+    assert res.exit_code == 0 and "toy_snr" in res.output and "reference" in res.output
+    js = runner.invoke(app, ["metrics", "--json"])
+    assert '"needs_reference": true' in js.output
+
+
+def _count(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(
+            "SELECT count(*), count(DISTINCT (input_key, metric)) FROM scores"
+        ).fetchone()
+    finally:
+        con.close()
+
+
+def _values(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return dict(
+            ((k, m), v) for k, m, v in con.execute("SELECT input_key, metric, value FROM scores").fetchall()
+        )
+    finally:
+        con.close()
+
+
+def test_sigkill_midway_then_rerun_resumes_exactly(tmp_path, toy_metrics):
+    """200 items, killed with SIGKILL after some chunks are committed; the rerun completes the
+    store with exactly one record per (item, metric), equal to an uninterrupted run."""
+    for k in range(200):
+        write_tone(tmp_path / "gen" / f"s{k % 4}" / f"u{k:03d}.wav", seconds=0.12, seed=k)
+        write_tone(tmp_path / "ref" / f"u{k:03d}.wav", seconds=0.12, seed=k + 1000)
+    cmd = [sys.executable, "-m", "speechqe.cli", "score", str(tmp_path / "gen"), "--ref",
+           str(tmp_path / "ref"), "--metrics", "toy_level,toy_snr", "--param",
+           "toy_level.delay_s=0.02", "--chunk-size", "8", "--progress", "plain"]
+    env = dict(os.environ)
+    killed_db = tmp_path / "killed.duckdb"
+    proc = subprocess.Popen(cmd + ["--db", str(killed_db)], stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)
+    done = 0
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if line.startswith("scored "):
+            done = int(line.split()[1].split("/")[0])
+            if done >= 64:
+                break
+        assert time.monotonic() < deadline, "run made no progress"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and 64 <= done < 200
+    n_partial, _ = _count(killed_db)
+    assert 0 < n_partial < 200 * 3
+    rerun = subprocess.run(cmd + ["--db", str(killed_db)], capture_output=True, text=True,
+                           env=env, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{done}" in rerun.stderr.splitlines()[0]  # the rerun starts from the committed items
+    full_db = tmp_path / "full.duckdb"
+    full = subprocess.run(cmd + ["--db", str(full_db)], capture_output=True, text=True, env=env,
+                          cwd=REPO)
+    assert full.returncode == 0, full.stderr
+    assert _count(killed_db) == (600, 600) == _count(full_db)
+    assert _values(killed_db) == _values(full_db)

@@ -1,0 +1,162 @@
+"""The runner: every (item, metric) gets a record; failures are isolated and typed; reruns
+skip what is stored; worker processes give the same records as a serial run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import write_tone
+
+from speechqe import manifest, runner
+from speechqe.aggregate import aggregate
+from speechqe.errors import ConfigError
+from speechqe.store import Store
+from speechqe.suites import SuiteEntry
+
+
+def _bad_folder(root):
+    """Good files beside a corrupt FLAC, a truncated WAV header, an empty file, a silent file,
+    a file with NaN samples and a text file renamed .wav; every one has a reference."""
+    gen, ref = root / "gen" / "sys", root / "ref"
+    for k in range(3):
+        write_tone(gen / f"good{k}.wav", seed=k)
+        write_tone(ref / f"good{k}.wav", seed=k)
+    write_tone(gen / "corrupt.flac", seed=5)
+    data = bytearray((gen / "corrupt.flac").read_bytes())
+    for k in range(len(data) // 3, len(data), 97):  # flip bytes inside the audio frames
+        data[k] ^= 0xFF
+    (gen / "corrupt.flac").write_bytes(bytes(data))
+    (gen / "truncated.wav").write_bytes((gen / "good0.wav").read_bytes()[:30])
+    (gen / "empty.wav").write_bytes(b"")
+    sf.write(gen / "silent.wav", np.zeros(8000, np.float32), 16000)
+    nan = np.full(8000, 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(gen / "nan.wav", nan, 16000, subtype="FLOAT")
+    (gen / "notes.wav").write_text("these are my notes, not audio\n" * 10)
+    for name in ("corrupt", "truncated", "empty", "silent", "nan", "notes"):
+        write_tone(ref / f"{name}.wav", seed=9)
+    return root / "gen", ref
+
+
+def _metrics(reg, *names):
+    return [reg.create(n) for n in names]
+
+
+def test_bad_files_are_recorded_and_good_files_scored(tmp_path, toy_metrics):
+    gen, ref = _bad_folder(tmp_path)
+    sset = manifest.from_folder(gen).with_references(ref)
+    with Store(tmp_path / "s.duckdb") as st:
+        res = runner.score(sset, _metrics(toy_metrics, "toy_level", "toy_snr"), st)
+        rows = st.results(res.run_id)
+    by = {}
+    for r in rows:
+        by.setdefault(r["item_id"].split("/")[-1], []).append(r)
+    assert len(rows) == 9 * 3  # 9 items x (2 level outputs + 1 snr)
+    for k in range(3):
+        assert all(r["status"] == "ok" and np.isfinite(r["value"]) for r in by[f"good{k}"])
+    expected = {"corrupt": "unreadable", "truncated": "unreadable", "empty": "empty",
+                "silent": "silent", "nan": "non_finite", "notes": "unreadable"}
+    for name, code in expected.items():
+        assert {r["error_type"] for r in by[name]} == {code}, name
+        assert all(r["status"] == "error" and math.isnan(r["value"]) and r["error"] for r in by[name])
+    assert res.status == "finished"
+
+
+def test_rerun_skips_stored_records_and_new_metric_adds_only_itself(tmp_path, toy_metrics):
+    for k in range(5):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seed=k)
+    sset = manifest.from_folder(tmp_path / "g")
+    with Store(tmp_path / "s.duckdb") as st:
+        r1 = runner.score(sset, _metrics(toy_metrics, "toy_level"), st)
+        r2 = runner.score(sset, _metrics(toy_metrics, "toy_level"), st)
+        assert (r1.n_scored_items, r2.n_scored_items, r2.n_reused_items) == (5, 0, 5)
+        assert st.results(r1.run_id) == [
+            {**r, "run_id": r1.run_id} for r in st.results(r2.run_id)
+        ]
+        # a changed parameter is a different model id: rescored
+        r3 = runner.score(sset, [toy_metrics.create("toy_level", {"delay_s": 0.0001})], st)
+        assert r3.n_scored_items == 5
+        assert st.run(r3.run_id)["n_records"] == 10
+
+
+def test_unexpected_exceptions_are_isolated_per_item(tmp_path, toy_metrics):
+    for name in ("a", "boom", "c", "range"):
+        write_tone(tmp_path / "g" / f"{name}.wav", seed=len(name))
+    sset = manifest.from_folder(tmp_path / "g")
+    with Store(tmp_path / "s.duckdb") as st:
+        res = runner.score(sset, _metrics(toy_metrics, "toy_broken"), st, chunk_size=4)
+        rows = {r["item_id"]: r for r in st.results(res.run_id)}
+    assert rows["a"]["value"] == 0.5 and rows["c"]["value"] == 0.5
+    assert rows["boom"]["error_type"] == "unexpected" and "RuntimeError: kaboom" in rows["boom"]["error"]
+    assert rows["range"]["error_type"] == "metric_failed" and "outside its valid range" in rows["range"]["error"]
+
+
+def test_missing_reference_and_text_per_item(tmp_path, toy_metrics):
+    write_tone(tmp_path / "g" / "u1.wav", seed=1)
+    write_tone(tmp_path / "g" / "u2.wav", seed=2)
+    write_tone(tmp_path / "r" / "u1.wav", seed=1)
+    (tmp_path / "t.tsv").write_text("u1\tone two three\n")
+    sset = manifest.from_folder(tmp_path / "g").with_references(tmp_path / "r").with_transcripts(tmp_path / "t.tsv")
+    with Store(tmp_path / "s.duckdb") as st:
+        res = runner.score(sset, _metrics(toy_metrics, "toy_snr", "toy_rate"), st)
+        rows = {(r["item_id"], r["metric"]): r for r in st.results(res.run_id)}
+    assert rows[("u1", "toy_snr")]["value"] > 30
+    assert rows[("u2", "toy_snr")]["error_type"] == "missing_reference"
+    assert rows[("u2", "toy_words_per_s")]["error_type"] == "missing_text"
+    assert rows[("u1", "toy_words_per_s")]["value"] == pytest.approx(3 / 0.5)
+
+
+def test_input_key_follows_reference_and_text(tmp_path, toy_metrics):
+    write_tone(tmp_path / "g" / "u1.wav", seed=1)
+    it = manifest.from_folder(tmp_path / "g")["u1"]
+    snr, level, rate = _metrics(toy_metrics, "toy_snr", "toy_level", "toy_rate")
+    assert runner.input_key(it, level) == it.sha256
+    a = runner.input_key(it.replace(ref_sha256="r1"), snr)
+    assert a != runner.input_key(it.replace(ref_sha256="r2"), snr)
+    assert runner.input_key(it.replace(text="a"), rate) != runner.input_key(it.replace(text="b"), rate)
+
+
+def test_workers_equal_serial(tmp_path, toy_metrics):
+    (tmp_path / "r").mkdir()
+    for k in range(12):
+        x = write_tone(tmp_path / "g" / f"s{k % 2}" / f"u{k}.wav", seconds=0.2 + 0.05 * k, seed=k)
+        sf.write(tmp_path / "r" / f"u{k}.wav", x * 0.9, 16000, subtype="PCM_16")
+    sset = manifest.from_folder(tmp_path / "g").with_references(tmp_path / "r")
+    reqs = runner.requests_from([("toy_level", {}), ("toy_snr", {})])
+    with Store(tmp_path / "a.duckdb") as st:
+        serial = st.results(runner.score(sset, reqs, st, chunk_size=3).run_id)
+    with Store(tmp_path / "b.duckdb") as st:
+        par = st.results(runner.score(sset, reqs, st, workers=2, chunk_size=3).run_id)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_id"} for r in rows]  # noqa: E731
+    assert strip(serial) == strip(par) and len(serial) == 36
+
+
+def test_plan_metrics_skips_or_refuses(tmp_path, toy_metrics):
+    write_tone(tmp_path / "g" / "u1.wav", seed=1)
+    sset = manifest.from_folder(tmp_path / "g")
+    entries = [SuiteEntry("toy_level"), SuiteEntry("toy_snr"), SuiteEntry("toy_rate")]
+    plan = runner.plan_metrics(entries, sset, explicit=False)
+    assert [r.ref for r in plan.requests] == ["toy_level"]
+    assert {n for n, _ in plan.skipped} == {"toy_snr", "toy_rate"}
+    with pytest.raises(ConfigError, match="needs references"):
+        runner.plan_metrics(entries, sset, explicit=True)
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        runner.plan_metrics([SuiteEntry("toy_level", (("bogus", 1),))], sset, explicit=True)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        runner.plan_metrics([SuiteEntry("nope")], sset, explicit=True)
+    with pytest.raises(ConfigError, match="--param given for metrics not in this run"):
+        runner.plan_metrics(entries[:1], sset, explicit=False, overrides={"toy_snr": {"x": 1}})
+
+
+def test_ratio_aggregation_is_sum_over_sum(toy_metrics):
+    rows = [
+        {"system": "A", "metric": "toy_words_per_s", "value": 1.0, "status": "ok", "extra": {"words": 1, "seconds": 1}},
+        {"system": "A", "metric": "toy_words_per_s", "value": 3.0, "status": "ok", "extra": {"words": 9, "seconds": 3}},
+        {"system": "A", "metric": "toy_words_per_s", "value": math.nan, "status": "error", "extra": {}},
+    ]
+    (a, _all) = aggregate(rows)
+    assert a.aggregation == "ratio" and a.mean == pytest.approx(10 / 4) and a.n == 2 and a.n_errors == 1
+    assert a.ci_low <= a.mean <= a.ci_high
