@@ -111,3 +111,22 @@ class Broken(Metric):
         if any("boom" in inp.item.id for inp in inputs):
             raise RuntimeError("kaboom in a batch")
         return [ItemScore({"toy_broken": 2.0 if "range" in inp.item.id else 0.5}) for inp in inputs]
+
+
+class AssetDuration(Metric):
+    """Duration in seconds, from a metric that loads a pretrained asset in ``setup`` (the
+    packaged DNSMOS files, verified but unused): tests that runs record asset versions."""
+
+    spec = MetricSpec(
+        name="toy_asset",
+        version="1",
+        outputs=(OutputSpec("toy_seconds", higher_is_better=None, valid_range=(0.0, None), unit="s"),),
+    )
+
+    def setup(self):
+        from speechqe import assets
+
+        assets.get("dnsmos-p835").path()
+
+    def score_item(self, inp):
+        return ItemScore({"toy_seconds": inp.audio.duration})
