@@ -366,6 +366,17 @@ def export(
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
 
 
+# ------------------------------------------------------------------------------------------
+# Orchestration, history and reports (speechqe/report/cli.py, flows/cli.py): evaluate, serve,
+# report, compare, dashboard; merged at the top level.
+# ------------------------------------------------------------------------------------------
+from .report.cli import app as _report_app  # noqa: E402
+from speechqe.flows.cli import app as _flows_app  # noqa: E402
+
+app.add_typer(_report_app)
+app.add_typer(_flows_app)
+
+
 def main() -> None:
     app()
 

@@ -422,6 +422,17 @@ class Store:
             ORDER BY i.system, r.item_id, s.metric
         """
 
+    def results_fingerprint(self, run_id: str) -> tuple:
+        """Changes whenever a run's results change (records, errors, latest write), for
+        caching derived data such as aggregates."""
+        return tuple(self.con.execute(
+            """SELECT count(*), count(*) FILTER (WHERE s.status = 'error'), max(s.created_at)
+               FROM run_scores r JOIN scores s ON s.input_key = r.input_key AND s.scorer = r.scorer
+                 AND s.metric_version = r.metric_version AND s.model_id = r.model_id
+               WHERE r.run_id = ?""",
+            [run_id],
+        ).fetchone())
+
     def results(self, run_id: str) -> list[dict[str, Any]]:
         """Long-format results of a run (one row per item and metric output)."""
         rows = self.con.execute(self._results_sql(), [run_id]).fetchall()
