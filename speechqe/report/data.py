@@ -40,6 +40,7 @@ class Transcript:
     scorer: str | None = None
     reference_normalised: str | None = None
     hypothesis_normalised: str | None = None
+    unit: str | None = None
 
 
 @dataclass
@@ -141,7 +142,10 @@ def gather(
         if t is None:
             t = data.transcripts[r["item_id"]] = Transcript(reference=item.get("text"))
         hyp = _first(r["extra"], HYPOTHESIS_KEYS) if r["extra"] else None
-        if hyp is not None and t.hypothesis is None:
+        # word-level records (WER) are preferred to character-level ones (CER) for the diff
+        better = t.hypothesis is None or (t.unit == "char" and r["extra"].get("unit") != "char")
+        if hyp is not None and better:
+            t.unit = r["extra"].get("unit")
             t.hypothesis = hyp
             t.scorer = r["scorer"]
             t.reference_normalised = _first(r["extra"], NORMALISED_REF_KEYS)

@@ -52,6 +52,7 @@ tr.regression td { background: var(--bg-bad); } tr.improvement td { background: 
          grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); }
 .w-sub { background: #fff1c2; border-bottom: 2px solid #d4a000; }
 del.w-del { background: #fdecea; color: var(--bad); } ins.w-ins { background: #e3f0ff; color: var(--accent); text-decoration: none; border-bottom: 2px solid var(--accent); }
+.lbl { display: inline-block; width: 28px; }
 .transcript div { margin: 2px 0; } .transcript .lbl { color: var(--muted); display: inline-block; width: 34px; }
 audio { height: 30px; width: 250px; vertical-align: middle; }
 details > summary { cursor: pointer; color: var(--accent); margin: 4px 0; }
@@ -210,7 +211,8 @@ def run_meta(data: ReportData) -> str:
     ]
     if r.get("error"):
         rows.append(("failure", r["error"]))
-    left = table(["", ""], (f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows))
+    left = "<table><tbody>" + "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows) + "</tbody></table>"
     metrics = data.run_json("metrics") or []
     mrows = [
         f"<tr><td>{esc(str(m.get('name')))}</td><td>{esc(str(m.get('version')))}</td>"
@@ -238,12 +240,15 @@ def summary_table(data: ReportData) -> str:
     rows = []
     for m in data.metrics:
         spec = data.specs.get(m)
-        best = None
+        best: set[str] = set()
         if spec is not None and spec.higher_is_better is not None and len(systems) > 1:
             cands = [by[(s, m)] for s in systems if (s, m) in by and by[(s, m)].n and math.isfinite(by[(s, m)].mean)]
             if cands:
                 pick = max if spec.higher_is_better else min
-                best = pick(cands, key=lambda a: a.mean).system
+                top = pick(a.mean for a in cands)
+                best = {a.system for a in cands if a.mean == top}
+                if len(best) == len(systems):
+                    best = set()  # all tied: nobody is best
         cells = [f"<th>{metric_label(m, spec)}</th>"]
         for s in cols:
             a = by.get((s, m))
@@ -251,7 +256,7 @@ def summary_table(data: ReportData) -> str:
                 cells.append("<td></td>")
                 continue
             err = f' <span class="err small">({a.n_errors} err)</span>' if a.n_errors else ""
-            cls = "num best" if s == best else "num"
+            cls = "num best" if s in best else "num"
             cells.append(
                 f'<td class="{cls}">{fmt(a.mean)} <span class="ci">[{fmt(a.ci_low)}, {fmt(a.ci_high)}]</span>'
                 f'<br><span class="muted small">n={a.n}</span>{err}</td>'
@@ -299,8 +304,8 @@ def transcript_html(t) -> str:
         '<div class="transcript">'
         f'<div><span class="lbl">ref</span>{ref_h}</div><div><span class="lbl">hyp</span>{hyp_h}</div>'
         f'<div class="muted small">{counts["substitutions"]} sub, {counts["deletions"]} del, '
-        f'{counts["insertions"]} ins of {counts["ref_words"]} words ({esc(note)}); raw hypothesis: '
-        f'“{esc(t.hypothesis)}”</div></div>'
+        f'{counts["insertions"]} ins of {counts["ref_words"]} words ({esc(note)})</div>'
+        f'<div class="muted small">as written: “{esc(t.reference)}”; as recognised: “{esc(t.hypothesis)}”</div></div>'
     )
 
 
@@ -314,9 +319,11 @@ def worst_section(data: ReportData, assets: Assets) -> str:
         trs = []
         for k, r in enumerate(rows, 1):
             item = data.items.get(r["item_id"], {})
-            players = assets.audio(rid, r["item_id"], "item", item.get("path"))
+            players = '<span class="lbl small muted">out</span> ' + assets.audio(
+                rid, r["item_id"], "item", item.get("path"))
             if item.get("ref_path"):
-                players += "<br>" + assets.audio(rid, r["item_id"], "ref", item.get("ref_path"))
+                players += '<br><span class="lbl small muted">ref</span> ' + assets.audio(
+                    rid, r["item_id"], "ref", item.get("ref_path"))
             trs.append(
                 f"<tr><td class=\"num\">{k}</td><td class=\"mono\">{esc(r['item_id'])}</td>"
                 f"<td>{esc(str(r['system']))}</td><td class=\"num\">{fmt(r['value'])}</td>"
@@ -361,8 +368,9 @@ def _layout(title: str, spec: Any, **kw: Any) -> dict[str, Any]:
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
             pad = 0.03 * (hi - lo)
             yaxis["range"] = [lo - pad, hi + pad]
-    layout = {"title": {"text": plotly_text(title)}, "yaxis": yaxis, "height": 360,
-              "margin": {"l": 55, "r": 20, "t": 45, "b": 60}, "template": "plotly_white",
+    layout = {"title": {"text": plotly_text(title)}, "yaxis": yaxis, "height": 380,
+              "margin": {"l": 55, "r": 20, "t": 45, "b": 40},
+              "legend": {"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0}, "template": "plotly_white",
               "paper_bgcolor": "#fff", "plot_bgcolor": "#fafbfc"}
     layout.update(kw)
     return layout

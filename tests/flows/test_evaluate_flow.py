@@ -151,3 +151,23 @@ def test_gpu_scoring_tasks_are_tagged_and_limited(tmp_path, prefect_api, toy_met
     assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), spans  # never two at once
     with get_client(sync_client=True) as c:
         assert c.read_global_concurrency_limit_by_name(f"tag:{ev.GPU_TAG}").limit == 1
+
+
+def test_evaluate_command_runs_the_flow(tmp_path, prefect_api, toy_metrics):
+    from typer.testing import CliRunner
+
+    from speechqe.cli import app
+
+    s = make_set(tmp_path, n=2)
+    db = tmp_path / "cli.duckdb"
+    args = ["evaluate", str(s["gen"]), "--ref", str(s["ref"]), "--metrics", "toy_level,toy_snr",
+            "--db", str(db), "--name", "cli-set"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "toy_snr ↑" in res.output and "report: " in res.output
+    report = res.output.split("report: ")[1].strip()
+    assert Path(report).is_file() and Path(report).parent == tmp_path / "reports"
+    res = CliRunner().invoke(app, args + ["--skip-unchanged"])
+    assert res.exit_code == 0 and "nothing changed since run" in res.output
+    res = CliRunner().invoke(app, args + ["--device", "tpu"])
+    assert res.exit_code == 2 and "device must be one of" in res.output

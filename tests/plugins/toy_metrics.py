@@ -130,3 +130,29 @@ class AssetDuration(Metric):
 
     def score_item(self, inp):
         return ItemScore({"toy_seconds": inp.audio.duration})
+
+
+class ToyASR(Metric):
+    """A stand-in for an ASR metric (no model): its "hypothesis" is the transcript with the
+    first word replaced by "uh" and, for items louder than -12 dBFS RMS, the last word dropped;
+    the output is the word error rate against the transcript, aggregated as summed edits over
+    summed reference words, with the hypothesis and counts in ``extra`` like the WER metric."""
+
+    spec = MetricSpec(
+        name="toy_asr",
+        version="1",
+        outputs=(OutputSpec("toy_wer", higher_is_better=False, valid_range=(0.0, None),
+                            aggregation="ratio", ratio=("edits", "ref_words")),),
+        needs_text=True,
+        kind="asr",
+    )
+
+    def score_item(self, inp):
+        words = inp.require_text().split()
+        x = inp.signal(None).astype(np.float64)
+        hyp = ["uh"] + words[1:]
+        if 10 * np.log10(np.mean(x**2)) > -12 and len(hyp) > 1:
+            hyp = hyp[:-1]
+        edits = int(words[0] != "uh") + (len(words) - len(hyp))
+        return ItemScore({"toy_wer": edits / len(words)},
+                         extra={"hypothesis": " ".join(hyp), "edits": edits, "ref_words": len(words)})
