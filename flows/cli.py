@@ -25,6 +25,19 @@ def _params(values: List[str] | None) -> dict:
     return _parse_params(values)
 
 
+def _flows():
+    """The flows module (Prefect is the 'flows' extra)."""
+    try:
+        import prefect  # noqa: F401
+    except ImportError as exc:
+        from speechqe.errors import MissingDependencyError
+
+        raise MissingDependencyError("prefect", "flows", "speechqe evaluate/serve") from exc
+    from . import evaluate
+
+    return evaluate
+
+
 def _thresholds(values: List[str] | None) -> dict[str, float]:
     from speechqe.history import RegressionPolicy
 
@@ -73,9 +86,7 @@ def evaluate(
             gpu_slots=gpu_slots,
         )
         EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
-        from .evaluate import evaluate_with
-
-        flow = evaluate_with(dask_address, dask_workers)
+        flow = _flows().evaluate_with(dask_address, dask_workers)
     except SpeechQEError as exc:
         _fail(exc)
     try:
@@ -122,11 +133,13 @@ def serve(
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score every run on a local Dask cluster of N workers."),
     limit: Optional[int] = typer.Option(1, "--limit", help="Flow runs executed at once by this process."),
 ) -> None:
-    """Serve scheduled evaluations until interrupted. Needs a Prefect server (schedules are
-    created by its scheduler): PREFECT_API_URL must point to it."""
+    """Serve scheduled evaluations (needs a Prefect server at PREFECT_API_URL).
+
+    Schedules are created by the server's scheduler; the ephemeral API has none."""
     from speechqe.errors import ConfigError, SpeechQEError
 
     try:
+        ev = _flows()
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
@@ -135,14 +148,12 @@ def serve(
                 "127.0.0.1' and set PREFECT_API_URL=http://127.0.0.1:4200/api (for one-off runs "
                 "without a server use 'speechqe evaluate'; see docs/orchestration.md)"
             )
-        from .evaluate import DASK_ADDRESS_ENV, DASK_WORKERS_ENV, task_runner
-
-        task_runner(dask_address, dask_workers)  # validates the combination
+        ev.task_runner(dask_address, dask_workers)  # validates the combination
         # Served runs are separate processes: they read the task runner from the environment.
         if dask_address:
-            os.environ[DASK_ADDRESS_ENV] = dask_address
+            os.environ[ev.DASK_ADDRESS_ENV] = dask_address
         if dask_workers:
-            os.environ[DASK_WORKERS_ENV] = str(dask_workers)
+            os.environ[ev.DASK_WORKERS_ENV] = str(dask_workers)
         from . import deployments as dep
 
         if watch_file is not None:

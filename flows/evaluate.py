@@ -58,24 +58,24 @@ _IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_f
 # ------------------------------------------------------------------------------------------
 # Tasks: each wraps one library call
 # ------------------------------------------------------------------------------------------
-@task(name="discover", cache_policy=NO_CACHE, **_IO_RETRIES)
+@task(name="discover", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
 def discover(cfg: EvaluationConfig) -> SpeechSet:
     """Read headers, hash contents, attach references and transcripts."""
     return evaluation.load_set(cfg)
 
 
-@task(name="plan", cache_policy=NO_CACHE)
+@task(name="plan", cache_policy=NO_CACHE, persist_result=False)
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     return evaluation.plan(cfg, sset)
 
 
-@task(name="open-store", cache_policy=NO_CACHE, **_IO_RETRIES)
+@task(name="open-store", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
 def open_store(path: str) -> Store:
     """Open the store for writing (retried: a dashboard or another run may hold it)."""
     return Store(path)
 
 
-@task(name="start-run", cache_policy=NO_CACHE)
+@task(name="start-run", cache_policy=NO_CACHE, persist_result=False)
 def start_run(sset, requests, store, cfg, suite, flow_run_id, device) -> runner.ActiveRun:
     return runner.start_run(
         sset, requests, store, device=device, chunk_size=cfg.chunk_size,
@@ -92,7 +92,7 @@ def score_chunk(
     return runner.score_work_with(requests, device, work)
 
 
-@task(name="commit-chunk", cache_policy=NO_CACHE, **_IO_RETRIES)
+@task(name="commit-chunk", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
 def commit_chunk(run: runner.ActiveRun, result: runner.ChunkResult) -> None:
     run.commit(result)
 

@@ -11,7 +11,6 @@ of chunks over a Dask cluster. Nothing here imports Prefect.
 from __future__ import annotations
 
 import glob
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -229,7 +228,3 @@ def artifact_key(name: str) -> str:
     """A Prefect artifact key (lower-case letters, digits, dashes) for a run name."""
     key = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     return ("speechqe-" + key)[:60].rstrip("-") or "speechqe"
-
-
-def finite_or_none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x

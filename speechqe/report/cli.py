@@ -74,8 +74,9 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when a regression is flagged (for CI)."),
 ) -> None:
-    """Per system and metric: the change from RUN_A to RUN_B with a paired-bootstrap 95% CI;
-    regressions flagged by each metric's declared direction."""
+    """Compare two runs: per system and metric, the change with a paired-bootstrap 95% CI.
+
+    Regressions are flagged by each metric's declared direction and the thresholds."""
     from rich.table import Table
 
     from speechqe.cli import console

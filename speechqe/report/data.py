@@ -19,6 +19,8 @@ from ..history import Comparison, RegressionPolicy, TrendPoint, baseline_for, co
 #: the normalised reference and hypothesis the metric scored (when it stores them).
 HYPOTHESIS_KEYS = ("hypothesis", "hyp", "transcript")
 NORMALISED_REF_KEYS = ("reference_normalised", "ref_normalised", "reference_norm", "ref_norm")
+#: Bootstrap resamples of the CIs drawn on history trends (the run's own table uses 1000).
+TREND_BOOTSTRAP = 200
 NORMALISED_HYP_KEYS = ("hypothesis_normalised", "hyp_normalised", "hypothesis_norm", "hyp_norm")
 
 
@@ -117,8 +119,15 @@ def gather(
                                   output_specs, policy)
         data.comparison = Comparison(data.baseline, run, changes, policy or RegressionPolicy())
     if run["name"] is not None and run["status"] == "finished":
+        def trend_aggs(r: str) -> list[Aggregate]:  # this run's are computed already
+            if r == rid:
+                return aggs
+            if aggregates_of is not None:
+                return aggregates_of(r)
+            return aggregate(store.results(r), output_specs, n_boot=TREND_BOOTSTRAP)
+
         data.trend = trend(store, run["name"], until=run, limit=trend_limit,
-                           aggregates_of=aggregates_of)
+                           aggregates_of=trend_aggs)
 
     by_metric: dict[str, list[dict[str, Any]]] = {}
     for r in records:

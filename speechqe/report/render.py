@@ -79,8 +79,19 @@ BOOT_JS = """
 """
 
 
+def _plotly():
+    try:
+        import plotly
+    except ImportError as exc:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("plotly", "flows", "HTML reports") from exc
+    return plotly
+
+
 def plotly_js() -> str:
     """plotly.js from the installed plotly package (no network)."""
+    _plotly()
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
@@ -377,6 +388,7 @@ def _layout(title: str, spec: Any, **kw: Any) -> dict[str, Any]:
 
 
 def _fig_json(data: list[dict[str, Any]], layout: dict[str, Any]) -> str:
+    _plotly()
     import plotly.graph_objects as go
 
     return go.Figure(data=data, layout=layout).to_json()  # validated by plotly

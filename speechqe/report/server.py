@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import ConfigError, SpeechQEError, StoreError
 from ..history import RegressionPolicy, baseline_for, compare_runs, trend
-from .data import fmt, gather
+from .data import gather
 from .render import (AUDIO_MIME, Assets, ReportData, _ts, chart_divs, changes_table, page,
                      plotly_js, render_run_report, table, trend_charts)
 
