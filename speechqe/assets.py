@@ -162,7 +162,12 @@ class Asset:
                 root = cache_dir() / self.name
                 for f in self.files:
                     if not (root / f.name).is_file():
-                        download_file(f, root / f.name)
+                        try:
+                            download_file(f, root / f.name)
+                        except ChecksumMismatchError:
+                            raise
+                        except AssetError as exc:  # offline: say how to provide it by hand
+                            raise AssetError(f"{exc}. {self.missing_message(root)}") from exc
             else:
                 raise AssetError(self.missing_message(root))
         if verify:
