@@ -314,6 +314,11 @@ def _memo_key(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+def cached_sha256(path: str | Path) -> str:
+    """sha256 of a file, memoised per path, size and modification time within a process."""
+    return _cached_sha256(Path(path))
+
+
 def _cached_sha256(path: Path) -> str:
     key = _memo_key(path)
     with _hash_lock:

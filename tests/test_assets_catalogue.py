@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from speechqe import assets
-from speechqe.errors import AssetError, ChecksumMismatchError, ConfigError
+from speechqe.errors import ChecksumMismatchError, ConfigError
 
 
 @pytest.fixture

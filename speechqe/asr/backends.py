@@ -129,8 +129,6 @@ def release_backends() -> None:
 
 def file_fingerprint(path) -> str:
     """Short sha256 of a local weights file (memoised per path, size and mtime)."""
-    from pathlib import Path
+    from speechqe.assets import cached_sha256
 
-    from speechqe.assets import _cached_sha256
-
-    return _cached_sha256(Path(path))[:12]
+    return cached_sha256(path)[:12]

@@ -31,8 +31,6 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from speechqe.errors import ConfigError
@@ -271,11 +269,3 @@ def convert_ct2_whisper(model_dir: str | Path, out_path: str | Path) -> Path:
     tmp.replace(out_path)
     return out_path
 
-
-def describe(m: CT2Model) -> dict[str, Any]:
-    """A short summary (spec, revision, number of variables, dtypes) for diagnostics."""
-    dtypes: dict[str, int] = {}
-    for v in m.variables.values():
-        dtypes[str(v.dtype)] = dtypes.get(str(v.dtype), 0) + 1
-    return {"spec": m.spec, "revision": m.revision, "binary_version": m.binary_version,
-            "variables": len(m.variables), "aliases": len(m.aliases), "dtypes": dtypes}

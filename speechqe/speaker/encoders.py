@@ -99,13 +99,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _local_fingerprint(paths) -> str:
-    from speechqe.assets import _cached_sha256
-
     import hashlib
+
+    from speechqe.assets import cached_sha256
 
     h = hashlib.sha256()
     for p in paths:
-        h.update(Path(p).name.encode() + b":" + _cached_sha256(Path(p)).encode() + b"|")
+        h.update(Path(p).name.encode() + b":" + cached_sha256(p).encode() + b"|")
     return "sha256-" + h.hexdigest()[:12]
 
 

@@ -4,8 +4,6 @@ from_hparams folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from conftest import corpus
