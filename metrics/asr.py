@@ -109,8 +109,9 @@ class _ASRMetric(Metric):
         out: list[ItemResult] = []
         for inp in inputs:
             try:
+                text = inp.require_text()  # before any ASR: an item without text costs nothing
                 hyp = inp.cached(key, lambda inp=inp: self.backend.transcribe([inp.signal(SAMPLE_RATE)])[0])
-                out.append(self.score_hypothesis(inp.require_text(), hyp))
+                out.append(self.score_hypothesis(text, hyp))
             except ItemError as exc:
                 out.append(exc)
         return out
