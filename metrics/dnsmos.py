@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 from speechqe import assets
@@ -16,16 +17,33 @@ from .functional.deps import require
 ASSET = "dnsmos-p835"
 
 
-def onnx_session(path, what: str):
-    """An ONNX Runtime CPU session; intra-op threads follow ``OMP_NUM_THREADS`` when set (the
-    one thread knob of the project), else ONNX Runtime's default (physical cores)."""
+def onnx_session(path, what: str, device: str = "cpu"):
+    """An ONNX Runtime session on ``device``.
+
+    ``'cuda'`` uses the CUDA execution provider when the installed onnxruntime has it
+    (``onnxruntime-gpu``) and otherwise falls back to the CPU with a warning. On the CPU the
+    intra-op threads follow ``OMP_NUM_THREADS`` when it is set (the project's one thread knob),
+    else ONNX Runtime's default (the physical cores).
+    """
     ort = require("onnxruntime", "models", what)
     so = ort.SessionOptions()
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            index = device.partition(":")[2] or "0"
+            providers = [("CUDAExecutionProvider", {"device_id": int(index)}), *providers]
+        else:
+            warnings.warn(f"{what}: this onnxruntime has no CUDA provider (install "
+                          "onnxruntime-gpu); running on the CPU", RuntimeWarning, stacklevel=2)
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+def uses_cuda(session) -> bool:
+    return session.get_providers()[0] == "CUDAExecutionProvider"
 
 
 def _mos(name: str, what: str, high: float | None) -> OutputSpec:
@@ -37,10 +55,13 @@ class Dnsmos(Metric):
     """DNSMOS P.835 and P.808 (Reddy et al., ICASSP 2021/2022), non-intrusive, 16 kHz.
 
     ``max_batch`` (segments per ONNX call) is a run-time setting, not a parameter: batching
-    never changes a score (tested), so it is not part of the stored key.
+    never changes a score (tested), so it is not part of the stored key. ``None`` picks
+    :data:`GPU_BATCH` on the CUDA provider and 1 on the CPU, where batching gave no speed-up
+    (see ``bench/bench_metrics.py``).
     """
 
-    max_batch: int = 16
+    GPU_BATCH = 16
+    max_batch: int | None = None
     spec = MetricSpec(
         name="dnsmos",
         version="1",
@@ -54,6 +75,7 @@ class Dnsmos(Metric):
             _mos("dnsmos_p808", "DNSMOS P.808 overall MOS", None),
         ),
         sample_rate=F.SAMPLE_RATE,
+        device="cuda",
         batched=True,
         min_duration=0.5,
         kind="non-intrusive",
@@ -70,14 +92,19 @@ class Dnsmos(Metric):
     def setup(self) -> None:
         require("librosa", "models", "DNSMOS")
         root = assets.get(ASSET).path()  # verifies the sha256 of both files
-        self._primary = onnx_session(root / "sig_bak_ovr.onnx", "DNSMOS")
-        self._p808 = onnx_session(root / "model_v8.onnx", "DNSMOS")
+        self._primary = onnx_session(root / "sig_bak_ovr.onnx", "DNSMOS", self.device)
+        self._p808 = onnx_session(root / "model_v8.onnx", "DNSMOS", self.device)
+
+    def _batch_size(self) -> int:
+        if self.max_batch is not None:
+            return self.max_batch
+        return self.GPU_BATCH if uses_cuda(self._primary) else 1
 
     def _scores(self, signals) -> list[ItemScore]:
         return [
             ItemScore({"dnsmos_sig": s.sig, "dnsmos_bak": s.bak, "dnsmos_ovrl": s.ovrl,
                        "dnsmos_p808": s.p808}, extra={"segments": s.segments})
-            for s in F.dnsmos(signals, self._primary, self._p808, max_batch=self.max_batch)
+            for s in F.dnsmos(signals, self._primary, self._p808, max_batch=self._batch_size())
         ]
 
     def score_item(self, inp: ScoringInput) -> ItemScore:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from speechqe.errors import SampleRateError
+
 from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
 from .functional import pesq as F
 
@@ -48,6 +50,13 @@ class Pesq(Metric):
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
         sr = self.spec.sample_rate
+        if inp.ref is not None and inp.ref.sample_rate < sr:
+            # The signal may be band-limited (that is what PESQ measures), the reference not:
+            # an upsampled reference would make the missing band look like no loss.
+            raise SampleRateError(
+                f"the reference is sampled at {inp.ref.sample_rate} Hz; {self.spec.name} needs "
+                f"a reference at {sr} Hz or more"
+            )
         value = F.pesq(inp.reference(sr), inp.signal(sr), sr, self.mode)
         return ItemScore({self.spec.outputs[0].name: value})
 

@@ -37,6 +37,7 @@ class Plcmos(Metric):
                        description="PLCMOS v2 predicted MOS for packet-loss concealment"),
         ),
         sample_rate=F.SAMPLE_RATE,
+        device="cuda",
         min_duration=0.5,
         kind="non-intrusive",
         description="PLCMOS v2, non-intrusive PLC quality (Microsoft PLC Challenge)",
@@ -51,7 +52,7 @@ class Plcmos(Metric):
 
     def setup(self) -> None:
         root = assets.get(ASSET).path()
-        self._session = onnx_session(root / "plcmos_v2.onnx", "PLCMOS")
+        self._session = onnx_session(root / "plcmos_v2.onnx", "PLCMOS", self.device)
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
         self.ensure_ready()

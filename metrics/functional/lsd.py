@@ -5,9 +5,9 @@
 
 with ``P = |STFT|^2 + eps``: periodic Hann window of ``n_fft`` samples, ``hop`` samples,
 frames centred (the signal zero-padded by ``n_fft // 2`` at both ends, ``librosa.stft``'s
-default), all ``n_fft // 2 + 1`` bins. Unitless (log10 power ratio; multiply by 10 for dB). A signal scaled by
-``g`` has LSD ``log10(g^2)`` against itself (2 -> log10 4 = 0.602). Not scale-invariant, and
-symmetric in its two arguments.
+default), all ``n_fft // 2 + 1`` bins. Unitless (log10 power ratio; multiply by 10 for dB).
+A signal scaled by ``g`` has LSD ``log10(g^2)`` against itself (2 -> log10 4 = 0.602). Not
+scale-invariant, and symmetric in its two arguments.
 """
 
 from __future__ import annotations

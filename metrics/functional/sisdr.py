@@ -35,15 +35,21 @@ def si_sdr(ref: np.ndarray, deg: np.ndarray, zero_mean: bool = True) -> float:
     s = np.asarray(ref, dtype=np.float64)
     s_hat = np.asarray(deg, dtype=np.float64)
     if s.shape != s_hat.shape or s.ndim != 1:
-        raise ValueError(f"si_sdr needs two 1-D signals of equal length, got {s.shape}, {s_hat.shape}")
+        raise ValueError(
+            f"si_sdr needs two 1-D signals of equal length, got {s.shape} and {s_hat.shape}"
+        )
     if zero_mean:
         s = s - s.mean()
         s_hat = s_hat - s_hat.mean()
     ss = float(s @ s)
     if ss == 0.0:
-        raise SilentAudioError("SI-SDR is undefined: the reference has no energy (after mean removal)")
+        raise SilentAudioError(
+            "SI-SDR is undefined: the reference has no energy (after mean removal)"
+        )
     if float(s_hat @ s_hat) == 0.0:
-        raise SilentAudioError("SI-SDR is undefined: the signal has no energy (after mean removal)")
+        raise SilentAudioError(
+            "SI-SDR is undefined: the signal has no energy (after mean removal)"
+        )
     alpha = (float(s_hat @ s) + _EPS) / (ss + _EPS)
     target = alpha * s
     err = target - s_hat

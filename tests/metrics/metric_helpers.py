@@ -25,7 +25,9 @@ def make_input(
     audio = deg if isinstance(deg, LoadedAudio) else LoadedAudio.from_array(deg, sr)
     ref_audio = None
     if ref is not None:
-        ref_audio = ref if isinstance(ref, LoadedAudio) else LoadedAudio.from_array(ref, ref_sr or sr)
+        ref_audio = (
+            ref if isinstance(ref, LoadedAudio) else LoadedAudio.from_array(ref, ref_sr or sr)
+        )
     item = AudioItem(
         id=item_id, path=f"/in-memory/{item_id}.wav", system="test",
         sample_rate=audio.sample_rate, frames=int(audio.samples.size),

@@ -242,7 +242,8 @@ def test_f0_unvoiced_input_is_a_metric_error():
     rng = np.random.default_rng(0)
     a = (0.1 * rng.standard_normal(SR)).astype(np.float32)
     b = (0.1 * rng.standard_normal(SR)).astype(np.float32)
-    res = score(registry.create("f0", {"f0_method": "dio", "align": "none"}), make_input(b, SR, ref=a))
+    metric = registry.create("f0", {"f0_method": "dio", "align": "none"})
+    res = score(metric, make_input(b, SR, ref=a))
     assert isinstance(res, MetricComputationError)
     assert "voiced in both" in str(res)
 

@@ -26,8 +26,10 @@ def signals() -> dict[str, np.ndarray]:
     core): a 2.6 s clip (tiled to 10.3 s: 1 segment), 11.6 s of two clips (2 segments of
     9.01 s, one second apart) and a noisy 9.7 s clip (babble of two other clips at 5 dB)."""
     wavs = corpus("ljspeech-32") / "wavs"
-    x16 = {k: load_clip(str(wavs / f"LJ001-00{k}.wav")).at(16000) for k in ("01", "03", "04", "05", "13")}
-    noisy = degrade.add_noise(x16["01"], degrade.babble([x16["04"], x16["05"]], x16["01"].size, 1), 5.0)
+    x16 = {k: load_clip(str(wavs / f"LJ001-00{k}.wav")).at(16000)
+           for k in ("01", "03", "04", "05", "13")}
+    babble = degrade.babble([x16["04"], x16["05"]], x16["01"].size, 1)
+    noisy = degrade.add_noise(x16["01"], babble, 5.0)
     out = {"short": x16["13"], "long": np.concatenate([x16["01"], x16["03"][: 2 * 16000]]),
            "noisy": noisy}
     for v in out.values():
@@ -79,12 +81,14 @@ def test_dnsmos_batched_equals_single(dnsmos_batched, dnsmos_metric):
         single = [dnsmos_metric.score_item(i) for i in inputs]
         dnsmos_metric.max_batch = 2  # segment batches that cut across items
         mixed = dnsmos_metric.score_batch(list(reversed(inputs)))[::-1]
+        dnsmos_metric.max_batch = 16  # all segments of the three items in one call
+        together = dnsmos_metric.score_batch(inputs)
     finally:
         dnsmos_metric.max_batch = type(dnsmos_metric).max_batch
-    for b, s, m in zip(batched, single, mixed):
+    for b, s, m, t in zip(batched, single, mixed, together):
         for k, _ in KEYS:
-            assert b.values[k] == pytest.approx(s.values[k], abs=1e-6)
-            assert m.values[k] == pytest.approx(s.values[k], abs=1e-6)
+            for other in (b, m, t):
+                assert other.values[k] == pytest.approx(s.values[k], abs=1e-6)
 
 
 def test_dnsmos_segmentation_follows_the_original():
@@ -196,6 +200,20 @@ def test_distillmos_loads_a_random_state_dict_in_the_real_format(signals, tmp_pa
     torch.save({"model": {"bogus": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(RuntimeError, match="Missing key"):
         load_model(tmp_path / "bad.pt")
+
+
+@pytest.mark.gpu
+def test_dnsmos_cuda_equals_cpu(signals):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider")
+    inputs = [make_input(x, 16000, item_id=k) for k, x in signals.items()]
+    cpu = registry.create("dnsmos", device="cpu").score_batch(inputs)
+    gpu = registry.create("dnsmos", device="cuda").score_batch(inputs)
+    for c, g in zip(cpu, gpu):
+        for k, _ in KEYS:
+            assert g.values[k] == pytest.approx(c.values[k], abs=1e-3)
 
 
 @pytest.mark.gpu

@@ -131,6 +131,20 @@ def test_stoi_too_few_speech_frames_is_an_error(extended):
             stoi_core(x, x.copy(), 10000, extended=extended)
 
 
+def test_pesq_refuses_a_reference_below_its_rate():
+    """An 8 kHz reference cannot anchor wide-band PESQ; an 8 kHz signal against a 16 kHz
+    reference can (the lost band is what it measures)."""
+    from speechqe.errors import SampleRateError
+
+    ref, deg = _pair("white10")
+    ref8 = LoadedAudio.from_array(ref.at(8000), 8000)
+    assert isinstance(score(registry.create("pesq"), make_input(deg, ref=ref8)), SampleRateError)
+    assert value(registry.create("pesq_nb"), make_input(deg, ref=ref8)) > 1.0
+    pesq = registry.create("pesq")
+    clean = value(pesq, make_input(ref, ref=ref))
+    assert value(pesq, make_input(ref8, ref=ref)) < clean - 0.5  # narrow-band speech is penalised
+
+
 def test_stoi_contract_min_duration():
     x = (0.1 * np.random.default_rng(0).standard_normal(3000)).astype(np.float32)
     res = score(registry.create("stoi"), make_input(x, 10000, ref=x))
