@@ -113,6 +113,26 @@ def test_dnsmos_batch_keeps_item_errors_in_place(signals, dnsmos_metric):
     assert res[0].values == res[2].values
 
 
+def test_dnsmos_batch_failure_is_retried_item_by_item(signals, dnsmos_metric, monkeypatch):
+    """If one ONNX call fails, the items are scored one by one: the culprit gets an
+    'unexpected' error with the original exception's type, the others their scores."""
+    from speechqe.errors import UnexpectedItemError
+
+    real = dnsmos_core.segments
+
+    def fragile(x, *a, **k):
+        if x.size == 16000 * 3:
+            raise FloatingPointError("cannot segment this one")
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(dnsmos_core, "segments", fragile)
+    bad = make_input((0.1 * np.sin(np.arange(16000 * 3) / 5)).astype(np.float32), 16000)
+    good = make_input(signals["short"], 16000)
+    res = dnsmos_metric.score_batch([good, bad])
+    assert isinstance(res[1], UnexpectedItemError) and "FloatingPointError" in str(res[1])
+    assert res[0].values == dnsmos_metric.score_item(good).values
+
+
 def test_dnsmos_contract_refuses_too_short():
     x = (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32)
     assert isinstance(score(registry.create("dnsmos"), make_input(x, 16000)), TooShortError)
