@@ -54,7 +54,7 @@ tr.regression td { background: var(--bg-bad); } tr.improvement td { background: 
 del.w-del { background: #fdecea; color: var(--bad); } ins.w-ins { background: #e3f0ff; color: var(--accent); text-decoration: none; border-bottom: 2px solid var(--accent); }
 .lbl { display: inline-block; width: 28px; }
 .transcript div { margin: 2px 0; } .transcript .lbl { color: var(--muted); display: inline-block; width: 34px; }
-audio { height: 30px; width: 250px; vertical-align: middle; }
+audio { height: 30px; width: 250px; vertical-align: middle; } td.players { white-space: nowrap; }
 details > summary { cursor: pointer; color: var(--accent); margin: 4px 0; }
 nav a { margin-right: 14px; } .small { font-size: 12px; }
 .summary-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 0 24px; }
@@ -338,10 +338,11 @@ def worst_section(data: ReportData, assets: Assets) -> str:
             trs.append(
                 f"<tr><td class=\"num\">{k}</td><td class=\"mono\">{esc(r['item_id'])}</td>"
                 f"<td>{esc(str(r['system']))}</td><td class=\"num\">{fmt(r['value'])}</td>"
-                f"<td>{players}</td><td>{transcript_html(data.transcripts.get(r['item_id']))}</td></tr>"
+                f"<td class=\"players\">{players}</td><td>{transcript_html(data.transcripts.get(r['item_id']))}</td></tr>"
             )
-        out.append(f"<h3>{metric_label(metric, spec)}</h3>"
-                   + table(["#", "item", "system", "value", "audio", "transcript"], trs))
+        out.append(f'<details open><summary><h3 style="display:inline">{metric_label(metric, spec)}</h3>'
+                   "</summary>" + table(["#", "item", "system", "value", "audio", "transcript"], trs)
+                   + "</details>")
     if data.undirected:
         out.append('<p class="muted small">Not ranked (the metric declares no direction): '
                    + esc(", ".join(data.undirected)) + "</p>")
