@@ -17,7 +17,7 @@ import html
 import json
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -61,10 +61,17 @@ nav a { margin-right: 14px; } .small { font-size: 12px; }
 .summary-grid table { width: 100%; }
 """
 
-# Draws every chart declared as <script type="application/json" class="plotly-fig">.
+# Attaches embedded clips to their players and draws every chart declared as
+# <script type="application/json" class="plotly-fig">.
 BOOT_JS = """
 (function () {
   function draw() {
+    var players = document.querySelectorAll('audio[data-audio]');
+    for (var j = 0; j < players.length; j++) {
+      var blob = document.getElementById(players[j].getAttribute('data-audio'));
+      players[j].src = 'data:' + blob.getAttribute('data-mime') + ';base64,' + blob.textContent.trim();
+    }
+    if (typeof Plotly === 'undefined') { document.body.setAttribute('data-charts-ready', '0'); return; }
     var figs = document.querySelectorAll('script.plotly-fig');
     for (var i = 0; i < figs.length; i++) {
       var spec = JSON.parse(figs[i].textContent);
@@ -114,13 +121,17 @@ def plotly_text(s: Any) -> str:
 @dataclass
 class Assets:
     """How a page gets plotly.js and audio: inline/embedded (self-contained report) or by URL
-    (dashboard)."""
+    (dashboard).
+
+    Embedded audio is stored once per file (a clip listed under several metrics is not
+    repeated) and attached to its players by the page's script."""
 
     plotly_src: str | None = None  # None: inline
     audio_url: Callable[[str, str, str], str | None] | None = None  # (run, item, which) -> URL
     audio_budget_bytes: int = 40 << 20
     audio_max_file_bytes: int = 4 << 20
     _spent: int = 0
+    _embedded: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # path -> (id, mime, b64)
 
     def audio(self, run_id: str, item_id: str, which: str, path: str | None) -> str:
         """An ``<audio>`` player for an item's audio (``which``: ``item``/``ref``)."""
@@ -133,17 +144,29 @@ class Assets:
                 return ""
             return f'<audio controls preload="none" title="{label}" src="{esc(url)}"></audio>'
         p = Path(path)
-        mime = AUDIO_MIME.get(p.suffix.lower())
-        try:
-            size = p.stat().st_size
-        except OSError:
-            return f'<span class="muted small">{label} file missing: {esc(str(p))}</span>'
-        if mime is None or size > self.audio_max_file_bytes or self._spent + size > self.audio_budget_bytes:
-            why = "format not playable in browsers" if mime is None else "over the embedding budget"
-            return f'<span class="muted small">{label} not embedded ({why}): {esc(str(p))}</span>'
-        self._spent += size
-        data = base64.b64encode(p.read_bytes()).decode("ascii")
-        return f'<audio controls preload="none" title="{label}" src="data:{mime};base64,{data}"></audio>'
+        key = str(p)
+        if key not in self._embedded:
+            mime = AUDIO_MIME.get(p.suffix.lower())
+            try:
+                size = p.stat().st_size
+            except OSError:
+                return f'<span class="muted small">{label} file missing: {esc(str(p))}</span>'
+            if mime is None or size > self.audio_max_file_bytes or self._spent + size > self.audio_budget_bytes:
+                why = "format not playable in browsers" if mime is None else "over the embedding budget"
+                return f'<span class="muted small">{label} not embedded ({why}): {esc(str(p))}</span>'
+            self._spent += size
+            self._embedded[key] = (f"a{len(self._embedded)}", mime,
+                                   base64.b64encode(p.read_bytes()).decode("ascii"))
+        aid = self._embedded[key][0]
+        return f'<audio controls preload="none" title="{label}" data-audio="{aid}"></audio>'
+
+    def embedded_audio(self) -> str:
+        """The embedded clips, one ``<script>`` data block each (base64 is inert text)."""
+        return "\n".join(
+            f'<script type="application/octet-stream" class="audio-data" id="{aid}" '
+            f'data-mime="{esc(mime)}">{b64}</script>'
+            for aid, mime, b64 in self._embedded.values()
+        )
 
 
 def page(title: str, body: str, assets: Assets, *, charts: Sequence[tuple[str, str]] = ()) -> str:
@@ -165,13 +188,14 @@ def page(title: str, body: str, assets: Assets, *, charts: Sequence[tuple[str, s
         f"{json_for_script(fig)}</script>"
         for div, fig in charts
     )
-    boot = f'<script nonce="{nonce}">{BOOT_JS}</script>' if charts else ""
+    audio = assets.embedded_audio()
+    boot = f'<script nonce="{nonce}">{BOOT_JS}</script>' if charts or audio else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n"
-        f"{plotly}\n{fig_tags}\n{boot}\n</body></html>\n"
+        f"{plotly}\n{fig_tags}\n{audio}\n{boot}\n</body></html>\n"
     )
 
 

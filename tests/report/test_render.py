@@ -3,6 +3,7 @@ directions from metadata, the audio budget."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -91,16 +92,21 @@ def test_transcripts_prefer_the_word_level_hypothesis(tmp_path):
     assert list(data.worst) == ["cer", "wer"] and data.worst["wer"][0]["item_id"] == "u"
 
 
-def test_audio_is_embedded_within_its_budget(tmp_path):
+def test_audio_is_embedded_once_within_its_budget(tmp_path):
     from conftest import write_tone
 
     write_tone(tmp_path / "a.wav", seconds=0.5)
+    write_tone(tmp_path / "b.wav", seconds=0.5, seed=1)
     size = (tmp_path / "a.wav").stat().st_size
     assets = Assets(audio_budget_bytes=int(size * 1.5))
     first = assets.audio("r", "a", "item", str(tmp_path / "a.wav"))
-    second = assets.audio("r", "a", "item", str(tmp_path / "a.wav"))
-    assert first.startswith('<audio') and "data:audio/wav;base64," in first
-    assert "not embedded (over the embedding budget)" in second
-    assert "file missing" in assets.audio("r", "b", "item", str(tmp_path / "b.wav"))
+    again = assets.audio("r", "a2", "ref", str(tmp_path / "a.wav"))  # same file: stored once
+    other = assets.audio("r", "b", "item", str(tmp_path / "b.wav"))
+    assert 'data-audio="a0"' in first and 'data-audio="a0"' in again
+    assert "not embedded (over the embedding budget)" in other
+    blocks = assets.embedded_audio()
+    assert blocks.count('class="audio-data"') == 1 and 'data-mime="audio/wav"' in blocks
+    assert base64.b64encode((tmp_path / "a.wav").read_bytes()).decode() in blocks
+    assert "file missing" in assets.audio("r", "c", "item", str(tmp_path / "c.wav"))
     linked = Assets(audio_url=lambda run, item, which: f"/audio?x={item}")
     assert 'src="/audio?x=&lt;i&gt;"' in linked.audio("r", "<i>", "item", "/x.wav")
