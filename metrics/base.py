@@ -157,10 +157,16 @@ class ScoringInput:
 @dataclass
 class ItemScore:
     """A metric's result for one item: one value per output, plus JSON-able extra fields
-    (e.g. F0 voicing counts, ASR hypothesis and edit counts)."""
+    (e.g. F0 voicing counts, ASR hypothesis and edit counts).
+
+    An output that is undefined for this item while the others are fine (F0 correlation when
+    fewer than two frames are voiced, but the voicing error is known) goes in ``errors``
+    instead of ``values``; it is stored as an error record with that reason.
+    """
 
     values: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, ItemError] = field(default_factory=dict)
 
 
 ItemResult = ItemScore | ItemError
@@ -195,7 +201,8 @@ class Metric(ABC):
     # --- identity ---------------------------------------------------------------------------
     def model_id(self) -> str:
         """Identifies everything besides the input that determines the numbers: parameters
-        and, for model-based metrics, the weights' checksums. Part of each stored key."""
+        and, for model-based metrics, the weights' checksums. Part of each stored key.
+        May set the metric up (resolving its model); listing and creating metrics must not."""
         return params_id(self.params)
 
     @property

@@ -132,6 +132,9 @@ def _error_records(
 def _score_records(item: AudioItem, metric: Metric, key: str, res: ItemScore) -> list[ScoreRecord]:
     out = []
     for o in metric.spec.outputs:
+        if o.name in res.errors:
+            out.append(_record(item, metric, key, o.name, exc=res.errors[o.name], extra=res.extra))
+            continue
         if o.name not in res.values:
             exc = MetricComputationError(f"{metric.spec.name} returned no value for {o.name}")
             out.append(_record(item, metric, key, o.name, exc=exc))
