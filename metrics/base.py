@@ -76,6 +76,9 @@ class MetricSpec:
         outputs: what it emits.
         sample_rate: the rate its input must have (``None``: native rate).
         needs_reference, needs_text: inputs it requires.
+        prompt_as_reference: a speaker prompt (``prompt_path``) may stand in for the reference
+            (speaker similarity); the runner then plans and loads the metric for sets that
+            have prompts but no references.
         device: ``'cpu'`` or ``'cuda'`` when it can use a GPU.
         batched: whether :meth:`Metric.score_batch` is implemented natively (items are then
             length-bucketed by the runner).
@@ -91,6 +94,7 @@ class MetricSpec:
     sample_rate: int | None = None
     needs_reference: bool = False
     needs_text: bool = False
+    prompt_as_reference: bool = False
     device: Device = "cpu"
     batched: bool = False
     min_duration: float = 0.0
@@ -221,7 +225,9 @@ class Metric(ABC):
     # --- scoring ----------------------------------------------------------------------------
     def check_input(self, inp: ScoringInput) -> None:
         """Contract checks shared by all metrics: reference, text, minimum duration."""
-        if self.spec.needs_reference and inp.ref is None:
+        if self.spec.needs_reference and inp.ref is None and not (
+            self.spec.prompt_as_reference and inp.prompt is not None
+        ):
             raise MissingReferenceError(
                 f"{self.spec.name} needs a reference; none was matched for this item"
             )

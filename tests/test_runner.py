@@ -183,3 +183,19 @@ def test_one_undefined_output_is_an_error_record_beside_the_others(tmp_path):
     assert rows["part_a"]["value"] == 1.0 and rows["part_a"]["status"] == "ok"
     assert rows["part_b"]["status"] == "error" and rows["part_b"]["error"] == "undefined here"
     assert rows["part_b"]["error_type"] == "metric_failed"
+
+
+def test_prompts_alone_satisfy_a_prompt_as_reference_metric(tmp_path, toy_metrics):
+    import json
+
+    from speechqe.metrics.registry import get
+
+    write_tone(tmp_path / "a.wav", seed=1)
+    write_tone(tmp_path / "p.wav", seed=2)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "a.wav", "prompt_path": "p.wav"}) + "\n")
+    sset = manifest.from_jsonl(tmp_path / "m.jsonl")
+    assert sset.has_prompts and not sset.has_references
+    plan = runner.plan_metrics([SuiteEntry("speaker_sim"), SuiteEntry("toy_snr")], sset, explicit=False)
+    assert [r.ref for r in plan.requests] == ["speaker_sim"]
+    assert get("speaker_sim").spec.prompt_as_reference
+    assert not get("toy_snr").spec.prompt_as_reference
