@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from speechqe.errors import MetricComputationError
+
 from . import world as shared
 from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
 from .functional.f0 import f0_scores
@@ -17,7 +19,7 @@ class F0(Metric):
     Params = shared.AlignedWorldParams
     spec = MetricSpec(
         name="f0",
-        version="1",
+        version="2",
         outputs=(
             OutputSpec("f0_rmse_cents", higher_is_better=False, valid_range=(0.0, None),
                        unit="cents", description="RMSE of 1200 log2(f_deg / f_ref) over frames "
@@ -49,4 +51,5 @@ class F0(Metric):
         pairs = shared.frame_pairs(inp, p, include_c0=False)
         ref, deg = shared.features(inp, "ref", p), shared.features(inp, "deg", p)
         s = f0_scores(ref.f0, deg.f0, pairs)
-        return ItemScore(s.values(), extra=s.counts())
+        errors = {name: MetricComputationError(why) for name, why in s.undefined}
+        return ItemScore(s.values(), extra=s.counts(), errors=errors)

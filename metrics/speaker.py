@@ -80,6 +80,7 @@ class SpeakerSim(Metric):
         ),
         sample_rate=SAMPLE_RATE,
         needs_reference=True,
+        prompt_as_reference=True,
         device="cuda",
         batched=True,
         min_duration=0.5,

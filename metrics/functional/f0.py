@@ -24,6 +24,8 @@ MIN_VOICED_PAIRS = 2
 
 @dataclass(frozen=True)
 class F0Scores:
+    """Scores over aligned frames; an undefined score is NaN with its reason in ``undefined``."""
+
     f0_rmse_cents: float
     f0_corr: float
     vuv_error: float
@@ -31,10 +33,14 @@ class F0Scores:
     voiced_ref: int
     voiced_deg: int
     voiced_both: int
+    undefined: tuple[tuple[str, str], ...] = ()
 
     def values(self) -> dict[str, float]:
-        return {"f0_rmse_cents": self.f0_rmse_cents, "f0_corr": self.f0_corr,
-                "vuv_error": self.vuv_error}
+        """The defined scores by output name."""
+        reasons = dict(self.undefined)
+        return {k: v for k, v in (("f0_rmse_cents", self.f0_rmse_cents),
+                                  ("f0_corr", self.f0_corr), ("vuv_error", self.vuv_error))
+                if k not in reasons}
 
     def counts(self) -> dict[str, int]:
         return {"frames": self.frames, "voiced_ref": self.voiced_ref,
@@ -54,9 +60,12 @@ def f0_scores(f0_ref: np.ndarray, f0_deg: np.ndarray, pairs: np.ndarray) -> F0Sc
         f0_ref, f0_deg: ``(frames,)`` F0 in Hz, 0 (or negative) where unvoiced.
         pairs: ``(K, 2)`` frame pairs ``(reference frame, signal frame)``.
 
+    With fewer than :data:`MIN_VOICED_PAIRS` pairs voiced in both, RMSE and correlation are
+    undefined (NaN, reason in ``undefined``) while the V/UV error is still reported; so is the
+    correlation when F0 does not vary over the voiced pairs.
+
     Raises:
-        MetricComputationError: fewer than :data:`MIN_VOICED_PAIRS` pairs voiced in both, or
-            an F0 that does not vary over them (correlation undefined).
+        MetricComputationError: no aligned frames at all.
     """
     pairs = np.asarray(pairs)
     if pairs.ndim != 2 or pairs.shape[0] == 0:
@@ -68,17 +77,20 @@ def f0_scores(f0_ref: np.ndarray, f0_deg: np.ndarray, pairs: np.ndarray) -> F0Sc
     n_both = int(both.sum())
     counts = dict(frames=int(pairs.shape[0]), voiced_ref=int(vr.sum()), voiced_deg=int(vd.sum()),
                   voiced_both=n_both)
+    vuv = float(np.mean(vr != vd))
     if n_both < MIN_VOICED_PAIRS:
-        raise MetricComputationError(
+        why = (
             f"only {n_both} aligned frames are voiced in both signals "
             f"(reference voiced {counts['voiced_ref']}, signal voiced {counts['voiced_deg']} "
             f"of {counts['frames']}); F0 RMSE and correlation need {MIN_VOICED_PAIRS}"
         )
+        return F0Scores(np.nan, np.nan, vuv, **counts,
+                        undefined=(("f0_rmse_cents", why), ("f0_corr", why)))
     rb, db = r[both], d[both]
     cents = 1200.0 * np.log2(db / rb)
     rmse = float(np.sqrt(np.mean(cents * cents)))
     if np.ptp(rb) == 0.0 or np.ptp(db) == 0.0:
-        raise MetricComputationError("F0 is constant over the voiced frames: correlation undefined")
+        why = "F0 is constant over the voiced frames: correlation undefined"
+        return F0Scores(rmse, np.nan, vuv, **counts, undefined=(("f0_corr", why),))
     corr = float(np.corrcoef(rb, db)[0, 1])
-    vuv = float(np.mean(vr != vd))
     return F0Scores(f0_rmse_cents=rmse, f0_corr=corr, vuv_error=vuv, **counts)

@@ -49,7 +49,8 @@ def score(metric: Metric, inp: ScoringInput) -> ItemScore | ItemError:
 
 
 def check(metric: Metric, result: ItemScore) -> None:
-    assert set(result.values) == set(metric.spec.output_names)
+    assert set(result.values) | set(result.errors) == set(metric.spec.output_names)
+    assert not set(result.values) & set(result.errors)
     for name, value in result.values.items():
         metric.spec.output(name).check(value)
 
