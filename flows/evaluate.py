@@ -268,17 +268,18 @@ def evaluate_speech_set(
             the_plan, suite_name = plan(cfg, quote(sset))
             for mname, reason in the_plan.skipped:
                 log.warning("skipping %s: %s", mname, reason)
+            # On Dask the chunks load their metrics on the workers (device resolved there);
+            # the flow process loads a CPU copy only to fail early and record the assets.
+            plan_device = "cpu" if _on_dask() else cfg.device
             if cfg.skip_unchanged:
-                last = evaluation.unchanged_run(st, cfg.set_name, sset, the_plan.requests)
+                loaded, _ = runner.cached_metrics(the_plan.requests, plan_device)
+                last = evaluation.unchanged_run(st, cfg.set_name, sset, loaded)
                 if last is not None:
                     log.info("nothing changed since run %s: no new run", last["run_id"])
                     return {"run_id": last["run_id"], "status": "unchanged",
                             "n_items": len(sset), "n_scored_items": 0}
-            # On Dask the chunks load their metrics on the workers (device resolved there);
-            # the flow process loads a CPU copy only to fail early and record the assets.
-            on_dask = _on_dask()
             active = start_run(quote(sset), quote(the_plan.requests), quote(st), cfg, suite_name,
-                               flow_run_id, "cpu" if on_dask else cfg.device)
+                               flow_run_id, plan_device)
         except Exception as exc:
             if active is None:
                 st.record_failed_run(

@@ -191,16 +191,12 @@ def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | Non
     return runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides), suite_name
 
 
-def metric_identities(requests: Sequence[runner.MetricRequest]) -> list[tuple[str, str, str]]:
-    """``(name, version, model id)`` of each request, without loading any model."""
-    return sorted(
-        (m.spec.name, m.spec.version, m.model_id()) for m in runner.build_metrics(requests, "cpu")
-    )
-
-
-def unchanged_run(store, name: str, sset: SpeechSet, requests) -> dict[str, Any] | None:
+def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> dict[str, Any] | None:
     """The latest finished run named ``name`` if it scored exactly this content with exactly
-    these metric versions and models (then a new run would only copy it), else ``None``."""
+    these metric versions and models (then a new run would only copy it), else ``None``.
+
+    ``metrics`` are the run's metric instances (a model id may need the model loaded: pass
+    the instances the run will use, e.g. :func:`runner.cached_metrics`)."""
     import json
 
     runs = [r for r in store.runs(name=name) if r["status"] == "finished"]
@@ -213,7 +209,8 @@ def unchanged_run(store, name: str, sset: SpeechSet, requests) -> dict[str, Any]
         had = sorted((m["name"], m["version"], m["model_id"]) for m in json.loads(last["metrics"] or "[]"))
     except (TypeError, ValueError, KeyError):
         return None
-    return last if had == [tuple(x) for x in metric_identities(requests)] else None
+    now = sorted((m.spec.name, m.spec.version, m.model_id()) for m in metrics)
+    return last if had == now else None
 
 
 def flow_run_name(cfg: EvaluationConfig, when: datetime | None = None) -> str:
