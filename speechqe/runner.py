@@ -304,8 +304,8 @@ def cached_metrics(
     requests: Sequence[MetricRequest], device: str = "cpu"
 ) -> tuple[list[Metric], dict[str, Any]]:
     """The loaded metrics for ``requests`` and the assets they resolved, built once per
-    process and reused by every later chunk (and by later runs on a long-lived Dask worker). ``device`` may be ``auto``: it is resolved here, in
-    the process that scores.
+    process and reused by every later chunk (and by later runs on a long-lived Dask worker).
+    ``device`` may be ``auto``: it is resolved here, in the process that scores.
 
     The instances are shared by the threads of a process: run one scoring thread per process
     (the flows' default, Dask ``threads_per_worker=1``). The two most recent metric sets are
