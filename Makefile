@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/speechqe score data/samples/systems --ref data/samples/reference \
 		--text data/samples/transcripts.tsv --suite default --db $(OUT)/demo.duckdb \
 		--out $(OUT)/demo-scores.csv
+	$(BIN)/speechqe report latest --db $(OUT)/demo.duckdb --out $(OUT)/demo-report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -172,6 +172,7 @@ class Asset:
                 raise AssetError(self.missing_message(root))
         if verify:
             self.verify(root)
+        _note_resolved(self, verified=verify)
         return root
 
     def file(self, name: str | None = None, **kw: Any) -> Path:
@@ -232,6 +233,43 @@ class Asset:
         if root is not None:
             lines.append(f"Looked in: {root}")
         return " ".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# Which assets a run used (recorded with the run: model asset versions)
+# ------------------------------------------------------------------------------------------
+_recorders: list[dict[str, dict[str, Any]]] = []
+_recorders_lock = threading.Lock()
+
+
+def _note_resolved(asset: Asset, *, verified: bool) -> None:
+    if not _recorders:
+        return
+    entry = {
+        "fingerprint": asset.fingerprint(),
+        "source": "override" if _override_for(asset) is not None else asset.source,
+        "verified": verified,
+    }
+    with _recorders_lock:
+        for rec in _recorders:
+            rec[asset.name] = entry
+
+
+@contextmanager
+def recording_resolved():
+    """Collect the assets resolved (:meth:`Asset.path`) inside the block, in this process:
+    yields a dict ``name -> {fingerprint, source, verified}`` filled as metrics load.
+
+    The runner wraps the loading of a run's metrics with it and stores the result with the run.
+    """
+    rec: dict[str, dict[str, Any]] = {}
+    with _recorders_lock:
+        _recorders.append(rec)
+    try:
+        yield rec
+    finally:
+        with _recorders_lock:
+            _recorders.remove(rec)
 
 
 # ------------------------------------------------------------------------------------------

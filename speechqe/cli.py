@@ -370,6 +370,16 @@ from .assets_cli import app as _models_app  # noqa: E402  (sub-app: speechqe mod
 
 app.add_typer(_models_app, name="models")
 
+# ------------------------------------------------------------------------------------------
+# Orchestration, history and reports (speechqe/report/cli.py, flows/cli.py): evaluate, serve,
+# report, compare, dashboard; merged at the top level.
+# ------------------------------------------------------------------------------------------
+from .report.cli import app as _report_app  # noqa: E402
+from speechqe.flows.cli import app as _flows_app  # noqa: E402
+
+app.add_typer(_report_app)
+app.add_typer(_flows_app)
+
 
 def main() -> None:
     app()

@@ -9,20 +9,30 @@ computes only what is missing.
 
 With ``workers > 1`` chunks are scored in a pool of processes (each loads its metrics' models
 once); the main process alone writes to the store.
+
+The steps are public so that orchestrators share them: :func:`start_run` plans and records a
+run (an :class:`ActiveRun`), :meth:`ActiveRun.work` gives each pending chunk as a picklable
+:class:`ChunkWork`, :func:`score_work_with` scores one anywhere (a Prefect task, a Dask worker)
+with that process's cached metrics, and :meth:`ActiveRun.commit` / :meth:`ActiveRun.finish`
+write the results from the one process that holds the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import subprocess
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from . import assets
 from .audio import LoadedAudio
 from .errors import (
     ConfigError,
@@ -259,8 +269,98 @@ def _run_metric(metric: Metric, inputs: list[ScoringInput]) -> list[ItemScore | 
 
 
 # ------------------------------------------------------------------------------------------
-# Worker processes
+# Metric instances per process (worker processes, Prefect / Dask task workers)
 # ------------------------------------------------------------------------------------------
+def build_metrics(requests: Sequence[MetricRequest], device: str) -> list[Metric]:
+    """Instantiate ``requests`` for ``device`` (already resolved): metrics that declare
+    ``device='cuda'`` get the GPU, the others the CPU."""
+    return [
+        r.build(metric_device(registry.get(registry.parse_metric_ref(r.ref)[0]), device))
+        for r in requests
+    ]
+
+
+#: Loaded metrics of this process, most recent last:
+#: ``(requests key, device) -> (metrics, assets they resolved while loading)``.
+_METRIC_CACHE: "OrderedDict[tuple[str, str], tuple[list[Metric], dict[str, Any]]]" = OrderedDict()
+_METRIC_CACHE_SIZE = 2
+_METRIC_CACHE_LOCK = threading.Lock()
+
+
+def _requests_key(requests: Sequence[MetricRequest]) -> str:
+    return json.dumps([[r.ref, [list(p) for p in r.params]] for r in requests], default=str)
+
+
+def load_metrics(metrics: Sequence[Metric]) -> dict[str, Any]:
+    """``ensure_ready`` every metric; returns the pretrained assets they resolved
+    (name -> fingerprint and source, see :func:`speechqe.assets.recording_resolved`)."""
+    with assets.recording_resolved() as used:
+        for m in metrics:
+            m.ensure_ready()
+    return dict(used)
+
+
+def cached_metrics(
+    requests: Sequence[MetricRequest], device: str = "cpu"
+) -> tuple[list[Metric], dict[str, Any]]:
+    """The loaded metrics for ``requests`` and the assets they resolved, built once per
+    process and reused by every later chunk (and by later runs on a long-lived Dask worker).
+    ``device`` may be ``auto``: it is resolved here, in the process that scores.
+
+    The instances are shared by the threads of a process: run one scoring thread per process
+    (the flows' default, Dask ``threads_per_worker=1``). The two most recent metric sets are
+    kept; older ones are closed.
+    """
+    dev = resolve_device(device)
+    key = (_requests_key(requests), dev)
+    with _METRIC_CACHE_LOCK:
+        if key in _METRIC_CACHE:
+            _METRIC_CACHE.move_to_end(key)
+            return _METRIC_CACHE[key]
+        metrics = build_metrics(requests, dev)
+        entry = (metrics, load_metrics(metrics))
+        _METRIC_CACHE[key] = entry
+        while len(_METRIC_CACHE) > _METRIC_CACHE_SIZE:
+            _, (old, _a) = _METRIC_CACHE.popitem(last=False)
+            for m in old:
+                m.close()
+        return entry
+
+
+def clear_metric_cache() -> None:
+    with _METRIC_CACHE_LOCK:
+        while _METRIC_CACHE:
+            _, (old, _a) = _METRIC_CACHE.popitem(last=False)
+            for m in old:
+                m.close()
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What one chunk needs to be scored anywhere (a small picklable record): the items, the
+    indices of the metrics pending for each item, and each item's input keys."""
+
+    items: tuple[AudioItem, ...]
+    todo: tuple[tuple[int, ...], ...]
+    keys: tuple[tuple[str, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def score_work(work: ChunkWork, metrics: Sequence[Metric]) -> ChunkResult:
+    """:func:`score_chunk` on a :class:`ChunkWork`."""
+    return score_chunk(work.items, work.todo, metrics, work.keys)
+
+
+def score_work_with(
+    requests: Sequence[MetricRequest], device: str, work: ChunkWork
+) -> ChunkResult:
+    """Score ``work`` with this process's cached metrics for ``requests`` (see
+    :func:`cached_metrics`): the unit of work of a Prefect or Dask task."""
+    return score_work(work, cached_metrics(requests, device)[0])
+
+
 _WORKER_METRICS: list[Metric] | None = None
 
 
@@ -273,19 +373,16 @@ def _init_worker(requests: Sequence[MetricRequest], device: str, threads: int) -
         torch.set_num_threads(threads)
     except ImportError:  # pragma: no cover
         pass
-    _WORKER_METRICS = [
-        r.build(metric_device(registry.get(registry.parse_metric_ref(r.ref)[0]), device))
-        for r in requests
-    ]
+    _WORKER_METRICS = build_metrics(requests, device)
 
 
-def _worker_chunk(items, todo, keys) -> ChunkResult:
+def _worker_chunk(work: ChunkWork) -> ChunkResult:
     assert _WORKER_METRICS is not None
-    return score_chunk(items, todo, _WORKER_METRICS, keys)
+    return score_work(work, _WORKER_METRICS)
 
 
 # ------------------------------------------------------------------------------------------
-# Runs
+# Runs: start (plan) -> chunks -> commit -> finish
 # ------------------------------------------------------------------------------------------
 @dataclass
 class Progress:
@@ -309,6 +406,172 @@ class RunResult:
     n_new_records: int
     n_new_errors: int
     metrics: list[Metric]
+
+
+def uses_gpu(metrics: Sequence[Metric] | Sequence[MetricRequest], device: str) -> bool:
+    """Whether scoring with ``metrics`` on ``device`` (``cpu``/``cuda``/``auto``) may occupy a
+    GPU: the device is not ``cpu`` and some metric declares ``device='cuda'``."""
+    if device == "cpu":
+        return False
+    for m in metrics:
+        cls = (
+            registry.get(registry.parse_metric_ref(m.ref)[0])
+            if isinstance(m, MetricRequest) else type(m)
+        )
+        if cls.spec.device == "cuda":
+            return True
+    return False
+
+
+@dataclass
+class ActiveRun:
+    """A started run: what is pending, split into chunks, and the steps that commit scored
+    chunks and close the run. Made by :func:`start_run`; the process holding the store calls
+    :meth:`commit` (DuckDB has one writer) while chunks may be scored anywhere."""
+
+    store: Store
+    run_id: str
+    items: list[AudioItem]
+    keys: list[list[str]]
+    todo: list[list[int]]
+    chunks: list[list[int]]
+    metrics: list[Metric]
+    requests: list[MetricRequest] | None
+    retry_errors: bool
+    progress: Progress
+    on_progress: Callable[[Progress], None] | None = None
+    close_metrics: bool = True
+    status: str = "running"
+
+    @property
+    def n_reused(self) -> int:
+        return self.progress.reused_items
+
+    def work(self, k: int) -> ChunkWork:
+        """Chunk ``k`` as a picklable :class:`ChunkWork`."""
+        c = self.chunks[k]
+        return ChunkWork(
+            tuple(self.items[i] for i in c),
+            tuple(tuple(self.todo[i]) for i in c),
+            tuple(tuple(self.keys[i]) for i in c),
+        )
+
+    def commit(self, res: ChunkResult) -> None:
+        """Write a scored chunk (one transaction) and advance the progress."""
+        self.store.write(self.run_id, res.records, res.warnings, replace=self.retry_errors)
+        prog = self.progress
+        prog.done_items += res.n_items
+        prog.records += len(res.records)
+        prog.errors += sum(1 for r in res.records if r.status == "error")
+        if self.on_progress:
+            self.on_progress(prog)
+
+    def finish(self, status: str, error: str | None = None) -> RunResult:
+        """Close the run with ``status`` (``finished``/``interrupted``/``failed``)."""
+        self.status = status
+        try:
+            self.store.finish_run(self.run_id, status, n_reused=self.n_reused, error=error)
+        finally:
+            if self.close_metrics:
+                for m in self.metrics:
+                    m.close()
+        return RunResult(
+            run_id=self.run_id, status=status, n_items=len(self.items),
+            n_scored_items=len(self.items) - self.n_reused, n_reused_items=self.n_reused,
+            n_new_records=self.progress.records, n_new_errors=self.progress.errors,
+            metrics=self.metrics,
+        )
+
+
+def start_run(
+    speech_set: SpeechSet,
+    metrics: Sequence[Metric] | Sequence[MetricRequest],
+    store: Store,
+    *,
+    device: str = "cpu",
+    chunk_size: int = 16,
+    retry_errors: bool = False,
+    run_name: str | None = None,
+    suite: str | None = None,
+    params: dict[str, Any] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    flow_run_id: str | None = None,
+    reuse_loaded: bool = False,
+) -> ActiveRun:
+    """Plan a run and record it in ``store``: load every metric (a missing extra or asset
+    stops here, before any work), compute the input keys, ask the store what is already
+    scored, and split the rest into length-bucketed chunks.
+
+    Args:
+        metrics: metric instances, or :class:`MetricRequest`s (built here for ``device``).
+        device: ``cpu``/``cuda`` (resolved) or, with ``reuse_loaded``, ``auto``.
+        reuse_loaded: take the metrics from this process's cache (:func:`cached_metrics`),
+            shared with the chunks scored in this process, and leave them loaded afterwards.
+    """
+    if chunk_size < 1:
+        raise ConfigError("--chunk-size must be at least 1")
+    requests: list[MetricRequest] | None = None
+    close = True
+    # Load every model before any work: a missing extra or asset stops the command here with
+    # instructions, instead of leaving a run with a column missing.
+    if metrics and isinstance(metrics[0], MetricRequest):
+        requests = list(metrics)  # type: ignore[arg-type]
+        if reuse_loaded:
+            instances, used_assets = cached_metrics(requests, device)
+            close = False
+        else:
+            instances = build_metrics(requests, device)
+            used_assets = load_metrics(instances)
+    else:
+        instances = list(metrics)  # type: ignore[arg-type]
+        used_assets = load_metrics(instances)
+    names = [m.spec.name for m in instances]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a metric is listed twice: {names}")
+
+    items = list(speech_set)
+    keys = [[input_key(it, m) for m in instances] for it in items]
+    existing = [
+        store.existing(m.spec.name, m.spec.version, m.model_id(), ok_only=retry_errors)
+        for m in instances
+    ]
+    todo = [
+        [m for m in range(len(instances)) if keys[i][m] not in existing[m]]
+        for i in range(len(items))
+    ]
+    metric_info = [
+        {"name": m.spec.name, "version": m.spec.version, "model_id": m.model_id(),
+         "outputs": list(m.spec.output_names), "device": m.device}
+        for m in instances
+    ]
+    run_id = store.start_run(
+        name=run_name or speech_set.name, source=speech_set.source, suite=suite,
+        metrics=metric_info, params=dict(params or {}), code_version=code_version(),
+        n_items=len(items), assets=dict(used_assets), set_hash=speech_set.content_hash(),
+        flow_run_id=flow_run_id,
+    )
+    store.add_items(run_id, items)
+    store.link(
+        run_id,
+        [
+            (it.id, m.spec.name, keys[i][k], m.spec.version, m.model_id())
+            for i, it in enumerate(items)
+            for k, m in enumerate(instances)
+        ],
+    )
+    pending = [i for i in range(len(items)) if todo[i]]
+    reused = len(items) - len(pending)
+    # Length-bucketing: similar durations share a chunk (and thus a metric batch).
+    pending.sort(key=lambda i: (items[i].frames or 0) / (items[i].sample_rate or 1))
+    chunks = [pending[k : k + chunk_size] for k in range(0, len(pending), chunk_size)]
+    prog = Progress(total_items=len(items), done_items=reused, reused_items=reused)
+    if progress:
+        progress(prog)
+    return ActiveRun(
+        store=store, run_id=run_id, items=items, keys=keys, todo=todo, chunks=chunks,
+        metrics=instances, requests=requests, retry_errors=retry_errors, progress=prog,
+        on_progress=progress, close_metrics=close,
+    )
 
 
 def score(
@@ -337,119 +600,47 @@ def score(
     """
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    requests: list[MetricRequest] | None = None
-    if metrics and isinstance(metrics[0], MetricRequest):
-        requests = list(metrics)  # type: ignore[arg-type]
-        instances = [
-            r.build(metric_device(registry.get(registry.parse_metric_ref(r.ref)[0]), device))
-            for r in requests
-        ]
-    else:
-        instances = list(metrics)  # type: ignore[arg-type]
-        if workers > 1:
-            raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
-    names = [m.spec.name for m in instances]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"a metric is listed twice: {names}")
-    # Load every model before any work: a missing extra or asset stops the command here with
-    # instructions, instead of leaving a run with a column missing.
-    for m in instances:
-        m.ensure_ready()
-
-    items = list(speech_set)
-    keys = [[input_key(it, m) for m in instances] for it in items]
-    existing = [
-        store.existing(m.spec.name, m.spec.version, m.model_id(), ok_only=retry_errors)
-        for m in instances
-    ]
-    todo = [
-        [m for m in range(len(instances)) if keys[i][m] not in existing[m]]
-        for i in range(len(items))
-    ]
-    metric_info = [
-        {"name": m.spec.name, "version": m.spec.version, "model_id": m.model_id(),
-         "outputs": list(m.spec.output_names), "device": m.device}
-        for m in instances
-    ]
-    run_id = store.start_run(
-        name=run_name or speech_set.name, source=speech_set.source, suite=suite,
-        metrics=metric_info, params=dict(params or {}), code_version=code_version(),
-        n_items=len(items),
+    if workers > 1 and not (metrics and isinstance(metrics[0], MetricRequest)):
+        raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
+    run = start_run(
+        speech_set, metrics, store, device=device, chunk_size=chunk_size,
+        retry_errors=retry_errors, run_name=run_name, suite=suite, params=params,
+        progress=progress,
     )
-    store.add_items(run_id, items)
-    store.link(
-        run_id,
-        [
-            (it.id, m.spec.name, keys[i][k], m.spec.version, m.model_id())
-            for i, it in enumerate(items)
-            for k, m in enumerate(instances)
-        ],
-    )
-    pending = [i for i in range(len(items)) if todo[i]]
-    reused = len(items) - len(pending)
-    # Length-bucketing: similar durations share a chunk (and thus a metric batch).
-    pending.sort(key=lambda i: (items[i].frames or 0) / (items[i].sample_rate or 1))
-    chunks = [pending[k : k + chunk_size] for k in range(0, len(pending), chunk_size)]
-    prog = Progress(total_items=len(items), done_items=reused, reused_items=reused)
-    if progress:
-        progress(prog)
-
-    def commit(res: ChunkResult) -> None:
-        store.write(run_id, res.records, res.warnings, replace=retry_errors)
-        prog.done_items += res.n_items
-        prog.records += len(res.records)
-        prog.errors += sum(1 for r in res.records if r.status == "error")
-        if progress:
-            progress(prog)
-
-    status = "failed"
+    status, error = "failed", None
     try:
-        if workers == 1 or len(chunks) <= 1:
-            for chunk in chunks:
-                commit(
-                    score_chunk(
-                        [items[i] for i in chunk], [todo[i] for i in chunk], instances,
-                        [keys[i] for i in chunk],
-                    )
-                )
+        if workers == 1 or len(run.chunks) <= 1:
+            for k in range(len(run.chunks)):
+                run.commit(score_work(run.work(k), run.metrics))
         else:
-            _score_parallel(chunks, items, todo, keys, requests, device, workers, commit)
+            _score_parallel(run, device, workers)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        store.finish_run(run_id, status, n_reused=reused)
-        for m in instances:
-            m.close()
-    return RunResult(
-        run_id=run_id, status=status, n_items=len(items), n_scored_items=len(pending),
-        n_reused_items=reused, n_new_records=prog.records, n_new_errors=prog.errors,
-        metrics=instances,
-    )
+        result = run.finish(status, error)
+    return result
 
 
-def _score_parallel(chunks, items, todo, keys, requests, device, workers, commit) -> None:
+def _score_parallel(run: ActiveRun, device: str, workers: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork + torch/onnx threads can deadlock
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_init_worker,
-        initargs=(requests, device, threads),
+        initargs=(run.requests, device, threads),
     ) as pool:
-        queue = list(chunks)
+        queue = list(range(len(run.chunks)))
         in_flight: set[Future] = set()
         while queue or in_flight:
             while queue and len(in_flight) < 2 * workers:  # bounded: results are committed as they come
-                c = queue.pop(0)
-                in_flight.add(
-                    pool.submit(
-                        _worker_chunk, [items[i] for i in c], [todo[i] for i in c],
-                        [keys[i] for i in c],
-                    )
-                )
+                in_flight.add(pool.submit(_worker_chunk, run.work(queue.pop(0))))
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for fut in done:
-                commit(fut.result())
+                run.commit(fut.result())
 
 
 def requests_from(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[MetricRequest]:

@@ -1,11 +1,13 @@
 """The results store: an embedded DuckDB file.
 
-Tables (schema version 1):
+Tables (schema version 2):
 
 ``runs``
     One row per scoring run: id, name, times, status (``running``/``finished``/
     ``interrupted``/``failed``), source, suite, the metric list with versions and model ids,
-    parameters, code version, host, counts.
+    parameters, code version, host, counts; since version 2 also the pretrained assets the
+    metrics loaded (name -> fingerprint of their sha256s), the speech set's content hash, the
+    Prefect flow run that produced it and, for failed runs, the reason.
 ``items``
     The items of each run (``run_id, item_id``): system, paths, content hashes, transcript,
     duration, MOS label, validation warnings (e.g. clipping).
@@ -24,6 +26,10 @@ committed chunk durable, so a killed run loses at most the chunk in flight, and 
 every record already stored (``Store.existing``).
 
 Only one process can open a DuckDB file for writing; a second gets a clear ``StoreError``.
+
+Migrations: a store written by an older schema is upgraded in place when opened for writing
+(:data:`MIGRATIONS`); opened read-only it is read as it is (missing run columns read as
+``None``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from .errors import ConfigError, StoreError
 from .manifest import AudioItem
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -59,7 +65,11 @@ _DDL = [
         n_items INTEGER,
         n_records INTEGER,
         n_errors INTEGER,
-        n_reused INTEGER
+        n_reused INTEGER,
+        assets VARCHAR,
+        set_hash VARCHAR,
+        flow_run_id VARCHAR,
+        error VARCHAR
     )""",
     """CREATE TABLE IF NOT EXISTS items (
         run_id VARCHAR,
@@ -104,6 +114,19 @@ _DDL = [
         PRIMARY KEY (input_key, metric, metric_version, model_id)
     )""",
 ]
+
+#: Schema upgrades: ``MIGRATIONS[v]`` takes a store from version ``v`` to ``v + 1``.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE runs ADD COLUMN assets VARCHAR",
+        "ALTER TABLE runs ADD COLUMN set_hash VARCHAR",
+        "ALTER TABLE runs ADD COLUMN flow_run_id VARCHAR",
+        "ALTER TABLE runs ADD COLUMN error VARCHAR",
+    ),
+}
+
+#: Run columns added after version 1 (``None`` when reading an older store).
+_RUN_COLUMNS_V2 = ("assets", "set_hash", "flow_run_id", "error")
 
 #: Columns of the long-format results (``Store.results`` and exports), in order.
 RESULT_COLUMNS = (
@@ -205,23 +228,43 @@ class Store:
             self.con = None  # type: ignore[assignment]
 
     def _migrate(self) -> None:
-        for ddl in _DDL:
-            self.con.execute(ddl)
+        self.con.execute(_DDL[0])
         row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
+            for ddl in _DDL[1:]:
+                self.con.execute(ddl)
             self.con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-        elif int(row[0]) != SCHEMA_VERSION:
+            self.schema_version = SCHEMA_VERSION
+            return
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} has store schema {row[0]}; this speechqe writes {SCHEMA_VERSION}"
+                f"{self.path} has store schema {version}, newer than this speechqe's "
+                f"{SCHEMA_VERSION}: upgrade speechqe"
             )
+        if version < SCHEMA_VERSION:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                for v in range(version, SCHEMA_VERSION):
+                    for stmt in MIGRATIONS[v]:
+                        self.con.execute(stmt)
+                self.con.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+                )
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        self.schema_version = SCHEMA_VERSION
 
     def _check_schema(self) -> None:
         try:
             row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except Exception as exc:
             raise StoreError(f"{self.path} is not a speechqe results store") from exc
-        if row is None or int(row[0]) != SCHEMA_VERSION:
+        if row is None or not 1 <= int(row[0]) <= SCHEMA_VERSION:
             raise StoreError(f"{self.path} has an unknown store schema")
+        self.schema_version = int(row[0])
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(
@@ -235,18 +278,47 @@ class Store:
         code_version: str,
         n_items: int,
         run_id: str | None = None,
+        assets: dict[str, Any] | None = None,
+        set_hash: str | None = None,
+        flow_run_id: str | None = None,
     ) -> str:
+        """Record a new run (status ``running``) and return its id.
+
+        Args:
+            assets: pretrained assets the metrics loaded: name -> ``{fingerprint, source}``.
+            set_hash: :meth:`SpeechSet.content_hash` of the scored set.
+            flow_run_id: the Prefect flow run, when a flow started it.
+        """
         run_id = run_id or (_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
         self.con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0)",
+            """INSERT INTO runs (run_id, name, started_at, finished_at, status, source, suite,
+                 metrics, params, code_version, host, n_items, n_records, n_errors, n_reused,
+                 assets, set_hash, flow_run_id)
+               VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?)""",
             [
                 run_id, name, _now(), source, suite, json.dumps(list(metrics)),
                 json.dumps(params, default=str), code_version, socket.gethostname(), n_items,
+                json.dumps(assets or {}, sort_keys=True), set_hash, flow_run_id,
             ],
         )
         return run_id
 
-    def finish_run(self, run_id: str, status: str, *, n_reused: int = 0) -> None:
+    def record_failed_run(
+        self, *, name: str, source: str, suite: str | None, params: dict[str, Any],
+        code_version: str, error: str, flow_run_id: str | None = None,
+    ) -> str:
+        """Record a run that failed before it could start scoring (e.g. an unreadable source),
+        so that the history shows it."""
+        run_id = self.start_run(
+            name=name, source=source, suite=suite, metrics=[], params=params,
+            code_version=code_version, n_items=0, flow_run_id=flow_run_id,
+        )
+        self.finish_run(run_id, "failed", error=error)
+        return run_id
+
+    def finish_run(
+        self, run_id: str, status: str, *, n_reused: int = 0, error: str | None = None
+    ) -> None:
         n_records, n_errors = self.con.execute(
             """SELECT count(*), count(*) FILTER (WHERE s.status = 'error')
                FROM run_scores r JOIN scores s ON s.input_key = r.input_key AND s.scorer = r.scorer
@@ -256,8 +328,8 @@ class Store:
         ).fetchone()
         self.con.execute(
             """UPDATE runs SET finished_at = ?, status = ?, n_records = ?, n_errors = ?,
-               n_reused = ? WHERE run_id = ?""",
-            [_now(), status, n_records, n_errors, n_reused, run_id],
+               n_reused = ?, error = ? WHERE run_id = ?""",
+            [_now(), status, n_records, n_errors, n_reused, error, run_id],
         )
 
     def add_items(self, run_id: str, items: Iterable[AudioItem]) -> None:
@@ -309,10 +381,19 @@ class Store:
             raise
 
     # --- queries ----------------------------------------------------------------------------
-    def runs(self) -> list[dict[str, Any]]:
-        cur = self.con.execute("SELECT * FROM runs ORDER BY started_at")
+    def runs(self, name: str | None = None) -> list[dict[str, Any]]:
+        """All runs (or those named ``name``), oldest first. ``metrics``, ``params`` and
+        ``assets`` stay JSON text."""
+        q = "SELECT * FROM runs" + (" WHERE name = ?" if name is not None else "")
+        cur = self.con.execute(q + " ORDER BY started_at, run_id", [name] if name is not None else [])
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        out = []
+        for r in cur.fetchall():
+            d = dict(zip(cols, r))
+            for c in _RUN_COLUMNS_V2:
+                d.setdefault(c, None)
+            out.append(d)
+        return out
 
     def run(self, run_id: str | None = None) -> dict[str, Any]:
         """A run by id, or the latest run when ``run_id`` is ``None`` or ``'latest'``."""
@@ -340,6 +421,17 @@ class Store:
             WHERE r.run_id = ?
             ORDER BY i.system, r.item_id, s.metric
         """
+
+    def results_fingerprint(self, run_id: str) -> tuple:
+        """Changes whenever a run's results change (records, errors, latest write), for
+        caching derived data such as aggregates."""
+        return tuple(self.con.execute(
+            """SELECT count(*), count(*) FILTER (WHERE s.status = 'error'), max(s.created_at)
+               FROM run_scores r JOIN scores s ON s.input_key = r.input_key AND s.scorer = r.scorer
+                 AND s.metric_version = r.metric_version AND s.model_id = r.model_id
+               WHERE r.run_id = ?""",
+            [run_id],
+        ).fetchone())
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         """Long-format results of a run (one row per item and metric output)."""

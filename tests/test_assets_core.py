@@ -40,3 +40,20 @@ def test_missing_local_asset_says_how_to_provide_it(tmp_path, monkeypatch):
         a.path()
     msg = str(err.value)
     assert a.env_var in msg and "--asset distillmos-v7=" in msg and "pip install" in msg
+
+
+def test_resolved_assets_are_recorded_inside_the_block_only(tmp_path, monkeypatch):
+    a = assets.get("dnsmos-p835")
+    a.path()  # outside any block: not recorded anywhere
+    with assets.recording_resolved() as used:
+        a.path()
+    assert used == {"dnsmos-p835": {"fingerprint": a.fingerprint(), "source": "package",
+                                    "verified": True}}
+    for f in a.files:
+        shutil.copy(a.path() / f.name, tmp_path / f.name)
+    monkeypatch.setenv(a.env_var, str(tmp_path))
+    with assets.recording_resolved() as used2:
+        a.path()
+    assert used2["dnsmos-p835"]["source"] == "override"
+    assert used2["dnsmos-p835"]["fingerprint"] == a.fingerprint()
+    assert used["dnsmos-p835"]["source"] == "package"  # closed blocks record nothing more

@@ -3,6 +3,7 @@ skip what is stored; worker processes give the same records as a serial run."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -160,6 +161,34 @@ def test_ratio_aggregation_is_sum_over_sum(toy_metrics):
     (a, _all) = aggregate(rows)
     assert a.aggregation == "ratio" and a.mean == pytest.approx(10 / 4) and a.n == 2 and a.n_errors == 1
     assert a.ci_low <= a.mean <= a.ci_high
+
+
+def test_run_steps_score_anywhere_and_equal_score(tmp_path, toy_metrics):
+    """start_run -> work(k) -> score_work_with (cached metrics) -> commit -> finish, as the
+    flows use them, stores the same records as score(); the run records the assets loaded."""
+    for k in range(5):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.2 + 0.1 * k, seed=k)
+        write_tone(tmp_path / "r" / f"u{k}.wav", seconds=0.2 + 0.1 * k, seed=k + 9)
+    sset = manifest.from_folder(tmp_path / "g").with_references(tmp_path / "r")
+    reqs = runner.requests_from([("toy_level", {}), ("toy_snr", {}), ("toy_asset", {})])
+    with Store(tmp_path / "a.duckdb") as st:
+        ref = st.results(runner.score(sset, reqs, st, chunk_size=2).run_id)
+    with Store(tmp_path / "b.duckdb") as st:
+        run = runner.start_run(sset, reqs, st, device="cpu", chunk_size=2, reuse_loaded=True)
+        assert len(run.chunks) == 3 and all(len(run.work(k)) <= 2 for k in range(3))
+        for k in reversed(range(len(run.chunks))):  # any order
+            run.commit(runner.score_work_with(reqs, "cpu", run.work(k)))
+        res = run.finish("finished")
+        got = st.results(res.run_id)
+        stored = st.run(res.run_id)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_id"} for r in rows]  # noqa: E731
+    assert strip(got) == strip(ref)
+    assert json.loads(stored["assets"])["dnsmos-p835"]["source"] == "package"
+    assert stored["set_hash"] == sset.content_hash()
+    # the cached metrics stay loaded for later chunks and runs in this process
+    first = runner.cached_metrics(reqs, "cpu")[0]
+    assert runner.cached_metrics(reqs, "cpu")[0] is first and all(m._ready for m in first)
+    runner.clear_metric_cache()
 
 
 def test_one_undefined_output_is_an_error_record_beside_the_others(tmp_path):

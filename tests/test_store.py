@@ -94,3 +94,62 @@ def test_second_writer_gets_a_clear_error(tmp_path):
 def test_read_only_on_missing_file(tmp_path):
     with pytest.raises(StoreError, match="no results store"):
         Store(tmp_path / "none.duckdb", read_only=True)
+
+
+# Version 1 of the schema, as released, to test the in-place upgrade.
+_V1_RUNS = """CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, name VARCHAR, started_at TIMESTAMP,
+    finished_at TIMESTAMP, status VARCHAR, source VARCHAR, suite VARCHAR, metrics VARCHAR,
+    params VARCHAR, code_version VARCHAR, host VARCHAR, n_items INTEGER, n_records INTEGER,
+    n_errors INTEGER, n_reused INTEGER)"""
+
+
+def test_schema_1_store_is_read_as_is_and_upgraded_on_write(tmp_path):
+    import duckdb
+
+    from speechqe import store as store_mod
+
+    db = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute(_V1_RUNS)
+    for ddl in store_mod._DDL[2:]:
+        con.execute(ddl)
+    con.execute("INSERT INTO runs VALUES ('r1', 'old', now(), now(), 'finished', 's', NULL, "
+                "'[]', '{}', '0.0.1', 'h', 0, 0, 0, 0)")
+    con.close()
+    with Store(db, read_only=True) as st:  # read-only: no upgrade, new columns read as None
+        assert st.schema_version == 1
+        old = st.run("r1")
+        assert old["name"] == "old" and old["assets"] is None and old["set_hash"] is None
+    with Store(db) as st:
+        assert st.schema_version == store_mod.SCHEMA_VERSION == 2
+        assert st.run("r1")["status"] == "finished"
+        rid = st.start_run(name="new", source="s", suite=None, metrics=[], params={},
+                           code_version="x", n_items=0, assets={"a": {"fingerprint": "f"}},
+                           set_hash="abc", flow_run_id="fr")
+        st.finish_run(rid, "failed", error="boom")
+        r = st.run(rid)
+        assert json.loads(r["assets"]) == {"a": {"fingerprint": "f"}}
+        assert (r["set_hash"], r["flow_run_id"], r["error"]) == ("abc", "fr", "boom")
+        assert [x["run_id"] for x in st.runs(name="old")] == ["r1"]
+    with Store(db, read_only=True) as st:
+        assert st.schema_version == 2
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with Store(db) as st:
+        st.con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer than this speechqe"):
+        Store(db)
+    with pytest.raises(StoreError, match="unknown store schema"):
+        Store(db, read_only=True)
+
+
+def test_failed_run_before_scoring_is_recorded(tmp_path):
+    with Store(tmp_path / "s.duckdb") as st:
+        rid = st.record_failed_run(name="nightly", source="/nope", suite="default", params={},
+                                   code_version="x", error="no such folder")
+        r = st.run(rid)
+    assert (r["status"], r["error"], r["n_items"]) == ("failed", "no such folder", 0)

@@ -111,3 +111,48 @@ class Broken(Metric):
         if any("boom" in inp.item.id for inp in inputs):
             raise RuntimeError("kaboom in a batch")
         return [ItemScore({"toy_broken": 2.0 if "range" in inp.item.id else 0.5}) for inp in inputs]
+
+
+class AssetDuration(Metric):
+    """Duration in seconds, from a metric that loads a pretrained asset in ``setup`` (the
+    packaged DNSMOS files, verified but unused): tests that runs record asset versions."""
+
+    spec = MetricSpec(
+        name="toy_asset",
+        version="1",
+        outputs=(OutputSpec("toy_seconds", higher_is_better=None, valid_range=(0.0, None), unit="s"),),
+    )
+
+    def setup(self):
+        from speechqe import assets
+
+        assets.get("dnsmos-p835").path()
+
+    def score_item(self, inp):
+        return ItemScore({"toy_seconds": inp.audio.duration})
+
+
+class ToyASR(Metric):
+    """A stand-in for an ASR metric (no model): its "hypothesis" is the transcript with the
+    first word replaced by "uh" and, for items louder than -12 dBFS RMS, the last word dropped;
+    the output is the word error rate against the transcript, aggregated as summed edits over
+    summed reference words, with the hypothesis and counts in ``extra`` like the WER metric."""
+
+    spec = MetricSpec(
+        name="toy_asr",
+        version="1",
+        outputs=(OutputSpec("toy_wer", higher_is_better=False, valid_range=(0.0, None),
+                            aggregation="ratio", ratio=("edits", "ref_words")),),
+        needs_text=True,
+        kind="asr",
+    )
+
+    def score_item(self, inp):
+        words = inp.require_text().split()
+        x = inp.signal(None).astype(np.float64)
+        hyp = ["uh"] + words[1:]
+        if 10 * np.log10(np.mean(x**2)) > -12 and len(hyp) > 1:
+            hyp = hyp[:-1]
+        edits = int(words[0] != "uh") + (len(words) - len(hyp))
+        return ItemScore({"toy_wer": edits / len(words)},
+                         extra={"hypothesis": " ".join(hyp), "edits": edits, "ref_words": len(words)})

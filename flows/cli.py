@@ -1,0 +1,182 @@
+"""``speechqe evaluate`` (the Prefect flow, optionally on Dask) and ``speechqe serve``
+(scheduled evaluations). Merged into the top-level ``speechqe`` command; Prefect is imported
+only when a command runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False)
+
+
+def _fail(exc: Exception, code: int = 2) -> None:
+    from speechqe.cli import _fail as fail
+
+    fail(exc, code)
+
+
+def _params(values: List[str] | None) -> dict:
+    from speechqe.cli import _parse_params
+
+    return _parse_params(values)
+
+
+def _flows():
+    """The flows module (Prefect is the 'flows' extra)."""
+    try:
+        import prefect  # noqa: F401
+    except ImportError as exc:
+        from speechqe.errors import MissingDependencyError
+
+        raise MissingDependencyError("prefect", "flows", "speechqe evaluate/serve") from exc
+    from . import evaluate
+
+    return evaluate
+
+
+def _thresholds(values: List[str] | None) -> dict[str, float]:
+    from speechqe.history import RegressionPolicy
+
+    return dict(RegressionPolicy.parse(thresholds=values or ()).absolute)
+
+
+@app.command()
+def evaluate(
+    source: str = typer.Argument(..., help="A folder of audio, a .jsonl/.csv manifest, or a quoted glob of manifests."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name or .yaml path (default: 'default')."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (instead of a suite)."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Results store (DuckDB). Default: speechqe-out/speechqe.duckdb."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (runs with one name form a history)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (resolved on each worker)."),
+    chunk_size: int = typer.Option(16, "--chunk-size", min=1, help="Items per scoring task."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Rescore stored errors."),
+    skip_unchanged: bool = typer.Option(False, "--skip-unchanged", help="Record no run when nothing changed since the last run with this name."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where reports go (default: reports/ beside the store)."),
+    baseline: str = typer.Option("auto", "--baseline", help="Run to compare with: auto (previous run with this name), a run id, or none."),
+    relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
+    param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
+    gpu_slots: Optional[int] = typer.Option(None, "--gpu-slots", help="Set the Prefect concurrency limit of GPU scoring tasks."),
+    dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score on this Dask scheduler (tcp://host:8786)."),
+    dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score on a temporary local Dask cluster of N worker processes."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the report flags a regression."),
+) -> None:
+    """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
+    from speechqe.errors import SpeechQEError
+    from speechqe.evaluation import DEFAULT_STORE, EvaluationConfig
+
+    try:
+        parameters = dict(
+            source=source, references=str(ref) if ref else None,
+            transcripts=str(text) if text else None, suite=suite,
+            metrics=[m for m in metrics.split(",") if m.strip()] if metrics else None,
+            store=str(db or DEFAULT_STORE), name=name, system=system, device=device,
+            chunk_size=chunk_size, retry_errors=retry_errors, skip_unchanged=skip_unchanged,
+            report=report, report_dir=str(report_dir) if report_dir else None,
+            baseline=None if baseline == "none" else baseline, regression_relative=relative,
+            regression_thresholds=_thresholds(threshold), params=_params(param),
+            gpu_slots=gpu_slots,
+        )
+        EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
+        flow = _flows().evaluate_with(dask_address, dask_workers)
+    except SpeechQEError as exc:
+        _fail(exc)
+    try:
+        summary = flow(**parameters, fail_on_regression=False)
+    except SpeechQEError as exc:
+        _fail(exc)
+    _print_outcome(summary, Path(parameters["store"]))
+    if fail_on_regression and summary.get("regressions"):
+        raise typer.Exit(1)
+
+
+def _print_outcome(summary: dict, db: Path) -> None:
+    from speechqe.cli import console, print_summary
+    from speechqe.store import Store
+
+    if summary["status"] == "unchanged":
+        console.print(f"nothing changed since run {summary['run_id']}: no new run", highlight=False)
+        return
+    with Store(db, read_only=True) as st:
+        records = st.results(summary["run_id"])
+    print_summary(records, summary["run_id"], db, reused=summary.get("n_reused_items", 0))
+    for r in summary.get("regressions", []):
+        console.print(f"[bold red]regression[/] {r['system']} / {r['metric']}: "
+                      f"{r['baseline']:.4g} -> {r['value']:.4g}", highlight=False)
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}", highlight=False)
+
+
+@app.command()
+def serve(
+    watch_file: Optional[Path] = typer.Argument(None, help="YAML watch file (see docs/orchestration.md)."),
+    source: Optional[str] = typer.Option(None, "--source", help="One watched folder or manifest glob (instead of a watch file)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Deployment and run name for --source."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Cron schedule for --source, e.g. '0 2 * * *'."),
+    interval_minutes: Optional[float] = typer.Option(None, "--interval-minutes", help="Or an interval for --source."),
+    timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of the schedule."),
+    suite: Optional[str] = typer.Option(None, "--suite"),
+    metrics: Optional[str] = typer.Option(None, "--metrics"),
+    ref: Optional[Path] = typer.Option(None, "--ref"),
+    text: Optional[Path] = typer.Option(None, "--text"),
+    db: Optional[Path] = typer.Option(None, "--db"),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir"),
+    dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score every run on this Dask scheduler."),
+    dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score every run on a local Dask cluster of N workers."),
+    limit: Optional[int] = typer.Option(1, "--limit", help="Flow runs executed at once by this process."),
+) -> None:
+    """Serve scheduled evaluations (needs a Prefect server at PREFECT_API_URL).
+
+    Schedules are created by the server's scheduler; the ephemeral API has none."""
+    from speechqe.errors import ConfigError, SpeechQEError
+
+    try:
+        ev = _flows()
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError(
+                "schedules need a Prefect server: start one with 'prefect server start --host "
+                "127.0.0.1' and set PREFECT_API_URL=http://127.0.0.1:4200/api (for one-off runs "
+                "without a server use 'speechqe evaluate'; see docs/orchestration.md)"
+            )
+        ev.task_runner(dask_address, dask_workers)  # validates the combination
+        # Served runs are separate processes: they read the task runner from the environment.
+        if dask_address:
+            os.environ[ev.DASK_ADDRESS_ENV] = dask_address
+        if dask_workers:
+            os.environ[ev.DASK_WORKERS_ENV] = str(dask_workers)
+        from . import deployments as dep
+
+        if watch_file is not None:
+            if source is not None:
+                raise ConfigError("give a watch file or --source, not both")
+            watches = dep.load_watches(watch_file)
+        else:
+            if source is None:
+                raise ConfigError("give a watch file or --source with --cron/--interval-minutes")
+            params = {k: v for k, v in dict(
+                suite=suite, metrics=[m for m in metrics.split(",") if m.strip()] if metrics else None,
+                references=str(ref) if ref else None, transcripts=str(text) if text else None,
+                store=str(db) if db else None, report_dir=str(report_dir) if report_dir else None,
+            ).items() if v is not None}
+            from speechqe.evaluation import EvaluationConfig
+
+            watches = [dep.watch_from_dict(
+                {"name": name or EvaluationConfig.create(source=source).set_name,
+                 "source": source, "cron": cron, "interval_minutes": interval_minutes,
+                 "timezone": timezone, **params}, "--source")]
+        deployments = dep.deployments(watches)
+    except SpeechQEError as exc:
+        _fail(exc)
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments, limit=limit)

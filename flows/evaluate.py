@@ -1,0 +1,360 @@
+"""The ``evaluate-speech-set`` flow: orchestration only.
+
+    discover (manifest) -> plan -> start run -> score chunks (concurrently, on the task runner:
+    a thread here, or Dask workers) -> commit each chunk -> finish -> report + artifacts
+
+Every step is a library call (:mod:`speechqe.evaluation`, :mod:`speechqe.runner`,
+:mod:`speechqe.report`); the policy sits on the decorators:
+
+* I/O tasks (reading the source, opening the store, committing chunks, writing the report,
+  publishing artifacts) retry with back-off; scoring does not (its per-item failures are
+  already records, so a failing scoring task means a lost worker: the run fails and a rerun
+  resumes).
+* Scoring tasks that may occupy a GPU carry the tag ``speechqe-gpu``, whose Prefect
+  concurrency limit (``tag:speechqe-gpu``) bounds how many run at once across all workers.
+* Work is keyed by the results store, not by Prefect's result cache: the plan step asks the
+  store which ``(content hash [+ reference, transcript], metric, version, model)`` records
+  exist, so a rerun submits scoring tasks only for new or changed items (none at all when
+  nothing changed). Chunks are computed anywhere and committed by the flow process, the only
+  writer of the DuckDB file.
+* Tasks receive paths, ids and small records (a chunk of manifest items); large objects stay
+  in the flow process and are passed to its in-process tasks unexamined (``quote``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from speechqe import evaluation, runner
+from speechqe.errors import ConfigError
+from speechqe.evaluation import EvaluationConfig
+from speechqe.manifest import SpeechSet
+from speechqe.store import Store
+
+#: Tag of the scoring tasks that may occupy a GPU (its limit is ``tag:speechqe-gpu``).
+GPU_TAG = "speechqe-gpu"
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O failures, not configuration errors (they would fail the same way again)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable state: let the retry policy decide
+        return True
+    return not isinstance(exc, ConfigError)
+
+
+_IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_transient)
+
+
+# ------------------------------------------------------------------------------------------
+# Tasks: each wraps one library call
+# ------------------------------------------------------------------------------------------
+@task(name="discover", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
+def discover(cfg: EvaluationConfig) -> SpeechSet:
+    """Read headers, hash contents, attach references and transcripts."""
+    return evaluation.load_set(cfg)
+
+
+@task(name="plan", cache_policy=NO_CACHE, persist_result=False)
+def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
+    return evaluation.plan(cfg, sset)
+
+
+@task(name="open-store", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
+def open_store(path: str) -> Store:
+    """Open the store for writing (retried: a dashboard or another run may hold it)."""
+    return Store(path)
+
+
+@task(name="start-run", cache_policy=NO_CACHE, persist_result=False)
+def start_run(sset, requests, store, cfg, suite, flow_run_id, device) -> runner.ActiveRun:
+    return runner.start_run(
+        sset, requests, store, device=device, chunk_size=cfg.chunk_size,
+        retry_errors=cfg.retry_errors, run_name=cfg.set_name, suite=suite,
+        params=cfg.as_params(), flow_run_id=flow_run_id, reuse_loaded=True,
+    )
+
+
+@task(name="score-chunk", cache_policy=NO_CACHE, task_run_name="score-{label}")
+def score_chunk(
+    requests: list[runner.MetricRequest], device: str, work: runner.ChunkWork, label: str
+) -> runner.ChunkResult:
+    """Score one chunk with this process's loaded metrics (runs on any worker)."""
+    return runner.score_work_with(requests, device, work)
+
+
+@task(name="commit-chunk", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
+def commit_chunk(run: runner.ActiveRun, result: runner.ChunkResult) -> None:
+    run.commit(result)
+
+
+@task(name="ensure-gpu-limit", cache_policy=NO_CACHE, **_IO_RETRIES)
+def ensure_gpu_limit(slots: int | None) -> int:
+    """Create the GPU concurrency limit when missing (1 slot), or set it to ``slots``."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    name = f"tag:{GPU_TAG}"
+    with get_client(sync_client=True) as client:
+        if slots is not None:
+            client.upsert_global_concurrency_limit_by_name(name, slots)
+            return slots
+        try:
+            return client.read_global_concurrency_limit_by_name(name).limit
+        except ObjectNotFound:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+            return 1
+
+
+@task(name="report", cache_policy=NO_CACHE, **_IO_RETRIES)
+def write_report(store: Store, run_id: str, cfg: EvaluationConfig) -> dict[str, Any]:
+    from speechqe.report import write_report as _write
+    from speechqe.report.render import markdown_summary
+
+    path, data = _write(store, run_id, cfg.report_path(run_id), baseline=cfg.baseline,
+                        policy=cfg.policy)
+    regressions = [] if data.comparison is None else data.comparison.regressions
+    return {
+        "path": str(path),
+        "markdown": markdown_summary(data, path.resolve().as_uri()),
+        "regressions": [
+            {"system": c.system, "metric": c.metric, "baseline": c.mean_a, "value": c.mean_b,
+             "change": c.delta, "ci": [c.ci_low, c.ci_high]}
+            for c in regressions
+        ],
+        "baseline": None if data.baseline is None else data.baseline["run_id"],
+    }
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE, **_IO_RETRIES)
+def publish_artifacts(key: str, markdown: str, report_path: str, run_id: str) -> None:
+    create_markdown_artifact(markdown=markdown, key=key,
+                             description=f"speechqe run {run_id}: system x metric summary")
+    create_link_artifact(link=Path(report_path).resolve().as_uri(), link_text=f"report {run_id}",
+                         key=f"{key}-report", description="self-contained HTML report")
+
+
+# ------------------------------------------------------------------------------------------
+# The flow
+# ------------------------------------------------------------------------------------------
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    p = dict(flow_run.parameters)
+    try:
+        return evaluation.flow_run_name(EvaluationConfig.create(**_config_kwargs(p)))
+    except (ConfigError, TypeError):
+        return "evaluate-invalid-parameters"
+
+
+def _config_kwargs(p: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in p.items() if k in _CONFIG_PARAMS}
+
+
+_CONFIG_PARAMS = {
+    "source", "suite", "metrics", "references", "transcripts", "store", "name", "system",
+    "device", "chunk_size", "retry_errors", "skip_unchanged", "report", "report_dir",
+    "baseline", "regression_relative", "regression_thresholds", "gpu_slots", "max_in_flight",
+    "params",
+}
+
+
+def _on_dask() -> bool:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+
+
+def task_runner(dask_address: str | None = None, dask_workers: int | None = None):
+    """The task runner for scoring: a Dask cluster at ``dask_address``, a temporary
+    ``LocalCluster`` of ``dask_workers`` single-threaded worker processes, or (neither) one
+    thread in the flow process."""
+    if dask_address and dask_workers:
+        raise ConfigError("give either a Dask address or a number of local Dask workers")
+    if not dask_address and not dask_workers:
+        return ThreadPoolTaskRunner(max_workers=1)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:  # pragma: no cover - the dask extra
+        from speechqe.errors import MissingDependencyError
+
+        raise MissingDependencyError("prefect-dask", "dask", "running scoring tasks on Dask") from exc
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    if dask_workers < 1:
+        raise ConfigError("the number of Dask workers must be at least 1")
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None},
+    )
+
+
+#: Environment variables that put the scoring tasks of every run of this process (and of the
+#: runs a ``speechqe serve`` process starts) on Dask.
+DASK_ADDRESS_ENV = "SPEECHQE_DASK_ADDRESS"
+DASK_WORKERS_ENV = "SPEECHQE_DASK_WORKERS"
+
+
+def default_task_runner():
+    """The flow's task runner: Dask when :data:`DASK_ADDRESS_ENV` or :data:`DASK_WORKERS_ENV`
+    is set, else one thread."""
+    address = os.environ.get(DASK_ADDRESS_ENV) or None
+    workers = os.environ.get(DASK_WORKERS_ENV) or None
+    try:
+        n = int(workers) if workers else None
+    except ValueError:
+        raise ConfigError(f"{DASK_WORKERS_ENV} must be a number (got {workers!r})") from None
+    return task_runner(address, n)
+
+
+@flow(
+    name="evaluate-speech-set",
+    flow_run_name=_flow_run_name,
+    task_runner=default_task_runner(),
+    validate_parameters=True,
+)
+def evaluate_speech_set(
+    source: str,
+    suite: str | None = None,
+    metrics: list[str] | None = None,
+    references: str | None = None,
+    transcripts: str | None = None,
+    store: str = str(evaluation.DEFAULT_STORE),
+    name: str | None = None,
+    system: str | None = None,
+    device: str = "auto",
+    chunk_size: int = 16,
+    retry_errors: bool = False,
+    skip_unchanged: bool = False,
+    report: bool = True,
+    report_dir: str | None = None,
+    baseline: str | None = "auto",
+    regression_relative: float = 0.01,
+    regression_thresholds: dict[str, float] | None = None,
+    gpu_slots: int | None = None,
+    max_in_flight: int = 64,
+    params: dict[str, dict[str, Any]] | None = None,
+    fail_on_regression: bool = False,
+) -> dict[str, Any]:
+    """Score a speech set (folder, manifest or glob of manifests) into the results store,
+    then write its HTML report and publish a summary.
+
+    The parameters are those of :class:`speechqe.evaluation.EvaluationConfig`, plus
+    ``fail_on_regression`` (fail the flow run after recording everything when the report flags
+    a regression, for alerting). Returns a small summary: run id, status, counts, report path,
+    regressions.
+    """
+    log = get_run_logger()
+    cfg = EvaluationConfig.create(**_config_kwargs(locals()))
+    from prefect.runtime import flow_run
+
+    flow_run_id = str(flow_run.id) if flow_run.id else None
+    st = open_store(cfg.store)
+    active: runner.ActiveRun | None = None
+    try:
+        try:
+            sset = discover(cfg)
+            the_plan, suite_name = plan(cfg, quote(sset))
+            for mname, reason in the_plan.skipped:
+                log.warning("skipping %s: %s", mname, reason)
+            # On Dask the chunks load their metrics on the workers (device resolved there);
+            # the flow process loads a CPU copy only to fail early and record the assets.
+            plan_device = "cpu" if _on_dask() else cfg.device
+            if cfg.skip_unchanged:
+                loaded, _ = runner.cached_metrics(the_plan.requests, plan_device)
+                last = evaluation.unchanged_run(st, cfg.set_name, sset, loaded)
+                if last is not None:
+                    log.info("nothing changed since run %s: no new run", last["run_id"])
+                    return {"run_id": last["run_id"], "status": "unchanged",
+                            "n_items": len(sset), "n_scored_items": 0}
+            active = start_run(quote(sset), quote(the_plan.requests), quote(st), cfg, suite_name,
+                               flow_run_id, plan_device)
+        except Exception as exc:
+            if active is None:
+                st.record_failed_run(
+                    name=cfg.set_name, source=cfg.source, suite=cfg.suite,
+                    params=cfg.as_params(), code_version=runner.code_version(),
+                    error=f"{type(exc).__name__}: {exc}", flow_run_id=flow_run_id,
+                )
+            raise
+        log.info("run %s: %d items, %d to score in %d chunks, %d reused", active.run_id,
+                 len(active.items), len(active.items) - active.n_reused, len(active.chunks),
+                 active.n_reused)
+
+        scorer = score_chunk
+        if active.chunks and runner.uses_gpu(the_plan.requests, cfg.device):
+            slots = ensure_gpu_limit(cfg.gpu_slots)
+            log.info("GPU scoring: at most %d task(s) at once (tag %s)", slots, GPU_TAG)
+            scorer = score_chunk.with_options(tags={GPU_TAG})
+        status, error = "failed", None
+        try:
+            failures = []
+            for start in range(0, len(active.chunks), cfg.max_in_flight):
+                window = range(start, min(start + cfg.max_in_flight, len(active.chunks)))
+                futures = [
+                    scorer.submit(the_plan.requests, cfg.device, active.work(k),
+                                  f"{k + 1}of{len(active.chunks)}")
+                    for k in window
+                ]
+                for fut in as_completed(futures):
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # a lost worker: commit the others, then fail
+                        failures.append(exc)
+                        continue
+                    commit_chunk(quote(active), quote(res))
+                if failures:
+                    raise RuntimeError(
+                        f"{len(failures)} scoring task(s) failed (first: {failures[0]}); "
+                        "the committed chunks are kept, a rerun scores the rest"
+                    ) from failures[0]
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            result = active.finish(status, error)
+
+        summary: dict[str, Any] = {
+            "run_id": result.run_id, "status": result.status, "n_items": result.n_items,
+            "n_scored_items": result.n_scored_items, "n_reused_items": result.n_reused_items,
+            "n_new_records": result.n_new_records, "n_new_errors": result.n_new_errors,
+            "report": None, "regressions": [],
+        }
+        if cfg.report:
+            rep = write_report(quote(st), result.run_id, cfg)
+            summary.update(report=rep["path"], regressions=rep["regressions"],
+                           baseline=rep["baseline"])
+            publish_artifacts(evaluation.artifact_key(cfg.set_name), rep["markdown"],
+                              rep["path"], result.run_id)
+            log.info("report: %s", rep["path"])
+            for r in rep["regressions"]:
+                log.warning("regression against %s: %s / %s %.4g -> %.4g", rep["baseline"],
+                            r["system"], r["metric"], r["baseline"], r["value"])
+        if fail_on_regression and summary["regressions"]:
+            raise RuntimeError(
+                f"{len(summary['regressions'])} regression(s) against run {summary.get('baseline')}: "
+                + ", ".join(f"{r['system']}/{r['metric']}" for r in summary["regressions"])
+            )
+        return summary
+    finally:
+        st.close()
+
+
+def evaluate_with(dask_address: str | None = None, dask_workers: int | None = None):
+    """The flow with its scoring tasks on the chosen task runner."""
+    return evaluate_speech_set.with_options(task_runner=task_runner(dask_address, dask_workers))

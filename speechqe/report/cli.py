@@ -1,0 +1,147 @@
+"""``speechqe report``, ``speechqe compare`` and ``speechqe dashboard`` (merged into the
+top-level command)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False)
+
+_DB_HELP = "Results store (DuckDB). Default: speechqe-out/speechqe.duckdb."
+
+
+def _db(db: Path | None) -> Path:
+    from speechqe.evaluation import DEFAULT_STORE
+
+    return db or DEFAULT_STORE
+
+
+def _fail(exc: Exception, code: int = 2) -> None:
+    from speechqe.cli import _fail as fail
+
+    fail(exc, code)
+
+
+def _policy(relative: float, threshold: List[str] | None):
+    from speechqe.history import RegressionPolicy
+
+    return RegressionPolicy.parse(relative=relative, thresholds=threshold or ())
+
+
+@app.command("report")
+def report(
+    run: str = typer.Argument("latest", help="Run id (or a unique prefix), or 'latest'."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: reports/<run>.html beside the store)."),
+    baseline: str = typer.Option("auto", "--baseline", help="Run to compare with: auto (previous run with this name), a run id, or none."),
+    worst: int = typer.Option(5, "--worst", min=0, help="Worst utterances listed per metric."),
+    relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
+    embed_audio_mb: float = typer.Option(40.0, "--embed-audio-mb", help="Audio embedded in the file at most (MiB); the rest is linked."),
+) -> None:
+    """Write the self-contained HTML report of a run and print its path."""
+    from speechqe.cli import console
+    from speechqe.errors import SpeechQEError
+    from speechqe.store import Store
+
+    from . import write_report
+
+    try:
+        with Store(_db(db), read_only=True) as st:
+            path, data = write_report(
+                st, run, out, baseline=None if baseline == "none" else baseline,
+                policy=_policy(relative, threshold), n_worst=worst, embed_audio_mb=embed_audio_mb,
+            )
+    except SpeechQEError as exc:
+        _fail(exc)
+    if data.comparison is not None and data.comparison.regressions:
+        console.print(f"[bold red]{len(data.comparison.regressions)} regression(s)[/] against run "
+                      f"{data.comparison.run_a['run_id']}", highlight=False)
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("compare")
+def compare(
+    run_a: str = typer.Argument(..., help="Baseline run (id, unique prefix or 'latest')."),
+    run_b: str = typer.Argument(..., help="Run compared with it."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when a regression is flagged (for CI)."),
+) -> None:
+    """Compare two runs: per system and metric, the change with a paired-bootstrap 95% CI.
+
+    Regressions are flagged by each metric's declared direction and the thresholds."""
+    from rich.table import Table
+
+    from speechqe.cli import console
+    from speechqe.errors import SpeechQEError
+    from speechqe.history import compare_runs
+    from speechqe.metrics.registry import output_specs
+    from speechqe.store import Store
+
+    from .data import fmt
+
+    try:
+        policy = _policy(relative, threshold)
+        with Store(_db(db), read_only=True) as st:
+            cmp = compare_runs(st, run_a, run_b, policy)
+    except SpeechQEError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"run_a": cmp.run_a["run_id"], "run_b": cmp.run_b["run_id"],
+                          "changes": [c.as_dict() for c in cmp.changes]}, default=str, indent=1))
+    else:
+        specs = output_specs()
+        t = Table(title=f"{cmp.run_a['run_id']} → {cmp.run_b['run_id']}")
+        for col in ("system", "metric", "A", "B", "change [95% CI]", "threshold", "items", "flag"):
+            t.add_column(col)
+        for c in cmp.changes:
+            spec = specs.get(c.metric)
+            arrow = "" if spec is None or spec.higher_is_better is None else (
+                " ↑" if spec.higher_is_better else " ↓")
+            flag = {"regression": "[bold red]REGRESSION[/]",
+                    "improvement": "[green]improvement[/]"}.get(c.flag, "")
+            t.add_row(c.system, c.metric + arrow, fmt(c.mean_a), fmt(c.mean_b),
+                      f"{fmt(c.delta)} [{fmt(c.ci_low)}, {fmt(c.ci_high)}]", fmt(c.threshold),
+                      f"{c.n_paired} paired" if c.paired else "unpaired", flag)
+        console.print(t)
+        console.print(f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s)",
+                      highlight=False)
+    if fail_on_regression and cmp.regressions:
+        raise typer.Exit(1)
+
+
+@app.command("dashboard")
+def dashboard(
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
+) -> None:
+    """Serve the history dashboard on 127.0.0.1 until interrupted."""
+    from speechqe.cli import console
+    from speechqe.errors import SpeechQEError, StoreError
+
+    from .server import Dashboard, make_server
+
+    path = _db(db)
+    try:
+        if not path.exists():
+            raise StoreError(f"no results store at {path}")
+        server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port)
+    except (SpeechQEError, OSError) as exc:
+        _fail(exc)
+    console.print(f"dashboard of {path}: http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)",
+                  highlight=False, soft_wrap=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,149 @@
+"""The HTML report and the dashboard in headless Chromium (Debian's, driven by Playwright):
+charts render, embedded audio decodes, the console stays clean, and names and transcripts
+that are HTML/JS are shown as text and never run."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from .test_compare import HOSTILE_ITEM, HOSTILE_SYSTEM, HOSTILE_TEXT, make_two_runs
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """A page with its console messages, page errors and dialogs recorded."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.console: list[tuple[str, str]] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: self.console.append((m.type, m.text)))
+        self.page.on("pageerror", lambda e: self.console.append(("pageerror", str(e))))
+
+        def on_dialog(d):
+            self.dialogs.append(d.message)
+            d.dismiss()
+
+        self.page.on("dialog", on_dialog)
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self.page.wait_for_selector("body[data-charts-ready]", timeout=60_000)
+
+    def problems(self) -> list:
+        bad = [m for m in self.console if m[0] in ("error", "pageerror", "warning")]
+        return bad + [("dialog", d) for d in self.dialogs]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, browser):
+    from speechqe.metrics import registry
+
+    # module scope: set the toy plugin by hand (the toy_metrics fixture is per test)
+    import os
+    import sys
+    from pathlib import Path
+
+    tests_dir = str(Path(__file__).resolve().parent.parent)
+    sys.path.insert(0, tests_dir)
+    old = os.environ.get("SPEECHQE_PLUGINS")
+    os.environ["SPEECHQE_PLUGINS"] = "plugins.toy_metrics"
+    registry.refresh()
+    tmp = tmp_path_factory.mktemp("report")
+    db, ids = make_two_runs(tmp, None, hostile=True)
+    yield tmp, db, ids
+    if old is None:
+        os.environ.pop("SPEECHQE_PLUGINS", None)
+    else:
+        os.environ["SPEECHQE_PLUGINS"] = old
+    registry.refresh()
+
+
+def test_report_renders_offline_and_shows_markup_as_text(browser, runs):
+    from speechqe.report import write_report
+    from speechqe.store import Store
+
+    tmp, db, (a, b) = runs
+    with Store(db, read_only=True) as st:
+        path, data = write_report(st, b, tmp / "report.html")
+    assert data.comparison is not None and [(c.system, c.metric) for c in data.comparison.regressions] == [
+        ("sys_b", "toy_snr")]
+    html = path.read_text()
+    assert "http://" not in html.split("<body>")[1].split("<script nonce")[0]  # no remote resource
+    n_metrics = len(data.metrics)  # toy_peak_db, toy_rms_db, toy_snr, toy_wer
+
+    pg = Page(browser)
+    pg.open(path.as_uri())
+    page = pg.page
+    # one distribution and one trend chart per metric, each drawn by Plotly with its traces
+    assert page.get_attribute("body", "data-charts-ready") == str(2 * n_metrics)
+    assert page.locator(".js-plotly-plot .main-svg").count() >= 2 * n_metrics
+    assert page.locator("[id^=dist-] .boxlayer .trace").count() == 2 * n_metrics
+    assert page.locator("[id^=trend-] .scatterlayer .trace").count() == 2 * n_metrics
+    # the regression is flagged; the word diff marks the ASR's substitution and deletion
+    assert page.locator("tr.regression .flag.regression").count() == 1
+    assert page.locator(".w-sub").count() > 0 and page.locator("del.w-del").count() > 0
+    # embedded audio decodes in the browser
+    duration = page.evaluate("""() => new Promise((ok, bad) => {
+        const a = document.querySelector('audio'); a.preload = 'auto';
+        a.addEventListener('loadedmetadata', () => ok(a.duration)); a.addEventListener('error', () => bad('audio error'));
+        a.load(); })""")
+    assert duration == pytest.approx(0.3, abs=0.01)
+    # markup in names and transcripts is text: visible as typed, never executed
+    assert page.evaluate("() => window.__pwned") is None
+    text = page.inner_text("body")
+    assert HOSTILE_SYSTEM in text and HOSTILE_ITEM in text and "</script><script>window.__pwned=3</script>" in text
+    assert page.locator("img").count() == 0 and page.locator("body svg[onload]").count() == 0
+    ticks = page.eval_on_selector_all("[id^=dist-] .xtick text", "els => els.map(e => e.textContent)")
+    assert HOSTILE_SYSTEM in ticks  # Plotly labels too
+    page.screenshot(path=str(tmp / "report.png"), full_page=True)
+    assert pg.problems() == []
+    assert (tmp / "report.png").stat().st_size > 50_000
+
+
+def test_dashboard_pages_render(browser, runs):
+    from speechqe.report.server import Dashboard, make_server
+
+    tmp, db, (a, b) = runs
+    server = make_server(Dashboard(db), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        pg = Page(browser)
+        pg.open(base + "/")
+        page = pg.page
+        assert page.locator("[id^=trend-] .scatterlayer .trace").count() > 0
+        assert page.locator("tr.regression").count() == 1  # latest run against the one before
+        page.screenshot(path=str(tmp / "dashboard.png"), full_page=True)
+        page.click(f"a[href='/run/{b}']")
+        page.wait_for_selector("body[data-charts-ready]")
+        assert page.locator("[id^=dist-] .boxlayer .trace").count() > 0
+        assert page.evaluate("() => window.__pwned") is None and HOSTILE_SYSTEM in page.inner_text("body")
+        ok = page.evaluate("""() => new Promise((ok, bad) => {
+            const a = document.querySelector('audio'); a.preload = 'auto';
+            a.addEventListener('loadedmetadata', () => ok(a.duration)); a.addEventListener('error', () => bad('audio'));
+            a.load(); })""")
+        assert ok == pytest.approx(0.3, abs=0.01)
+        assert pg.problems() == []
+    finally:
+        server.shutdown()
+        server.server_close()
