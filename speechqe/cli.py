@@ -266,7 +266,7 @@ def list_metrics(
         s = cls.spec
         needs = ", ".join(x for x, f in (("reference", s.needs_reference), ("text", s.needs_text)) if f) or "-"
         dirs = ", ".join("↑" if o.higher_is_better else ("↓" if o.higher_is_better is False else "·") for o in s.outputs)
-        ranges = ", ".join(f"[{_b(o.valid_range[0])}, {_b(o.valid_range[1])}]" for o in s.outputs)
+        ranges = ", ".join(f"[{_b(o.valid_range[0])}, {_b(o.valid_range[1], upper=True)}]" for o in s.outputs)
         aggs = ", ".join(o.aggregation for o in s.outputs)
         table.add_row(
             n, ", ".join(s.output_names), f"{s.sample_rate or 'native'}", needs, dirs, ranges,
@@ -275,8 +275,8 @@ def list_metrics(
     console.print(table)
 
 
-def _b(x) -> str:
-    return "-inf" if x is None else f"{x:g}"
+def _b(x, upper: bool = False) -> str:
+    return ("inf" if upper else "-inf") if x is None else f"{x:g}"
 
 
 @app.command("suites")
