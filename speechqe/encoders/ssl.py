@@ -224,6 +224,11 @@ class SSLEncoder(Encoder):
             self.module.train(was_training)
         return out  # type: ignore[return-value]
 
+    @property
+    def arch(self) -> dict[str, Any]:
+        """:func:`torchaudio_arch` of this encoder."""
+        return torchaudio_arch(self.module, self.normalize_waveform)
+
     def to(self, device: str) -> "SSLEncoder":
         self.module.to(device)
         return self
@@ -346,6 +351,46 @@ TINY_ARCH: dict[str, Any] = {
 }
 
 
+def torchaudio_arch(model: Any, normalize_waveform: bool = False) -> dict[str, Any]:
+    """The ``wav2vec2_model``/``wavlm_model`` arguments that rebuild ``model``'s architecture
+    (read from its module tree), as accepted by :func:`build_random`. Bundles store this, so a
+    fine-tuned encoder reloads without its original checkpoint or loader."""
+    from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
+
+    convs = model.feature_extractor.conv_layers
+    first_norm = convs[0].layer_norm
+    enc = model.encoder
+    tr = enc.transformer
+    layer0 = tr.layers[0]
+    att = layer0.attention
+    wavlm = isinstance(att, WavLMSelfAttention)
+    arch: dict[str, Any] = {
+        "type": "wavlm" if wavlm else "wav2vec2",
+        "extractor_mode": "group_norm" if isinstance(first_norm, torch.nn.GroupNorm) else "layer_norm",
+        "extractor_conv_layer_config": [
+            [int(b.conv.out_channels), int(b.kernel_size), int(b.stride)] for b in convs
+        ],
+        "extractor_conv_bias": convs[0].conv.bias is not None,
+        "encoder_embed_dim": int(enc.feature_projection.projection.out_features),
+        "encoder_projection_dropout": float(enc.feature_projection.dropout.p),
+        "encoder_pos_conv_kernel": int(tr.pos_conv_embed.kernel_size),
+        "encoder_pos_conv_groups": int(tr.pos_conv_embed.conv.groups),
+        "encoder_num_layers": len(tr.layers),
+        "encoder_num_heads": int(att.num_heads),
+        "encoder_attention_dropout": float(att.dropout),
+        "encoder_ff_interm_features": int(layer0.feed_forward.intermediate_dense.out_features),
+        "encoder_ff_interm_dropout": float(layer0.feed_forward.intermediate_dropout.p),
+        "encoder_dropout": float(layer0.dropout.p),
+        "encoder_layer_norm_first": bool(layer0.layer_norm_first),
+        "encoder_layer_drop": float(tr.layer_drop),
+        "normalize_waveform": bool(normalize_waveform),
+    }
+    if wavlm:
+        arch["encoder_num_buckets"] = int(att.num_buckets)
+        arch["encoder_max_distance"] = int(att.max_distance)
+    return arch
+
+
 def build_random(arch: dict[str, Any], *, seed: int = 0, name: str = "random") -> SSLEncoder:
     """An SSL encoder with random weights (tests, benchmarks, training from scratch).
 
@@ -365,6 +410,7 @@ def build_random(arch: dict[str, Any], *, seed: int = 0, name: str = "random") -
         normalize = NORMALIZE_WAVEFORM[factory] if normalize is None else normalize
     else:
         kind = arch.pop("type", "wav2vec2")
+        arch["extractor_conv_layer_config"] = [tuple(c) for c in arch["extractor_conv_layer_config"]]
         if kind == "wavlm":
             arch.setdefault("encoder_num_buckets", 320)
             arch.setdefault("encoder_max_distance", 800)

@@ -166,3 +166,14 @@ def test_asset_found_in_torch_hub_cache_and_override(tmp_path, monkeypatch):
     (hub / "wavlm_base.pth").rename(other / "wavlm_base.pth")
     monkeypatch.setenv("SPEECHQE_ASSET_SSL_WAVLM_BASE", str(other))
     assert load_ssl("ssl-wavlm-base").encoder_id == enc.encoder_id
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_architecture_description_round_trips(variant):
+    enc = build_random({**TINY_ARCH, **VARIANTS[variant]}, seed=9)
+    again = build_random(enc.arch, seed=9)
+    assert again.arch == enc.arch
+    assert {k: v.shape for k, v in again.module.state_dict().items()} == {
+        k: v.shape for k, v in enc.module.state_dict().items()}
+    x = _signals((5000,))[0]
+    np.testing.assert_array_equal(again.encode([x])[0], enc.encode([x])[0])
