@@ -366,6 +366,11 @@ def export(
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
 
 
+from speechqe.predictors.cli import app as _mos_app  # noqa: E402  (light: typer + rich only)
+
+app.add_typer(_mos_app, name="mos")
+
+
 def main() -> None:
     app()
 
