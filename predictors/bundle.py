@@ -75,10 +75,12 @@ class MOSBundle:
         *,
         columns: Sequence[str] | None = None,
         ensemble: bool = True,
+        domain: str | None = None,
     ) -> tuple[dict[str, np.ndarray], list[ItemError | None]]:
         """Stage-1 predictions per column (only ``columns`` when given) and, with
         ``ensemble``, the stacked score under ``'ensemble'``. Items whose features fail are
-        NaN in every output and their error is returned at their position."""
+        NaN in every output and their error is returned at their position. ``domain``: the
+        listening-test domain strong learners condition on (default: their first)."""
         want = set(columns) if columns is not None else set(self.columns)
         if ensemble:
             want |= set(self.columns)
@@ -86,7 +88,10 @@ class MOSBundle:
         out: dict[str, np.ndarray] = {}
         errors: list[ItemError | None] = [None] * n
         sigs = list(signals)
-        for comp in self.strong + self.whisper:
+        for comp in self.strong:
+            if comp.spec.name in want:
+                out[comp.spec.name] = comp.predict(sigs, hashes, texts, domain=domain)
+        for comp in self.whisper:
             if comp.spec.name in want:
                 out[comp.spec.name] = comp.predict(sigs, hashes, texts)
         for comp in self.weak:

@@ -124,7 +124,7 @@ class _BundleMetric(Metric):
             texts = [inputs[i].item.text for i in ok]
             ens = self.column == "ensemble"
             preds, errors = self.bundle.predict(sigs, hashes, texts, columns=None if ens else [self.column],
-                                                ensemble=ens)
+                                                ensemble=ens, domain=self.params.domain or None)
             col = preds[self.column]
             for j, i in enumerate(ok):
                 if errors[j] is not None:
