@@ -366,6 +366,10 @@ def export(
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
 
 
+from .assets_cli import app as _models_app  # noqa: E402  (sub-app: speechqe models ...)
+
+app.add_typer(_models_app, name="models")
+
 from speechqe.predictors.cli import app as _mos_app  # noqa: E402  (light: typer + rich only)
 
 app.add_typer(_mos_app, name="mos")
