@@ -196,7 +196,7 @@ class UTMOSStrong(Metric):
         if self._fp is None:
             from speechqe import assets
 
-            self._fp = assets.sha256_file(self._path())[:12]
+            self._fp = assets.cached_sha256(self._path())[:12]
         return f"utmos22-{self._fp}"
 
     def setup(self) -> None:

@@ -105,4 +105,4 @@ def load_utmos22_strong(path: str | Path | None = None) -> StrongLearner:
     if not path.is_file():
         raise ConfigError(f"UTMOS22 checkpoint not found: {path}")
     sd = torch.load(path, map_location="cpu", weights_only=True)
-    return import_utmos22_strong(sd, fingerprint=assets.sha256_file(path)[:12])
+    return import_utmos22_strong(sd, fingerprint=assets.cached_sha256(path)[:12])

@@ -5,10 +5,10 @@ A feature set is one of:
 * ``encoder``: any registered encoder (SSL, openai-whisper, CTranslate2 Whisper, log-mel);
   each selected hidden state is pooled over valid frames into its mean and standard deviation
   (UTMOS's weak learners used mean-pooled SSL features), and the layers are concatenated;
-* ``dnsmos``: DNSMOS P.835 SIG, BAK, OVRL and P.808 outputs (``speechmos``'s ONNX models);
-* ``distillmos``: the DistillMOS score;
-* ``metric``: the outputs of any registered speechqe metric (``metric: NAME``), so metrics added
-  later are usable as features without code here.
+* ``dnsmos``: DNSMOS P.835 SIG, BAK, OVRL and P.808 (the registered ``dnsmos`` metric);
+* ``distillmos``: the DistillMOS score (the registered ``distillmos`` metric);
+* ``metric``: the outputs of any registered, non-intrusive speechqe metric (``metric: NAME``),
+  so metrics added later are usable as features without code here.
 
 Each item's vector is cached under (item sha256, feature id, layers, pooling) in the
 :class:`~speechqe.encoders.FeatureCache`.
@@ -25,7 +25,7 @@ import numpy as np
 
 from speechqe.encoders import EncoderSpec, FeatureCache, feature_key, load_encoder
 from speechqe.encoders.base import stable_hash
-from speechqe.errors import ConfigError, ItemError, MissingDependencyError
+from speechqe.errors import ConfigError, ItemError, MetricComputationError
 
 SOURCES = ("encoder", "dnsmos", "distillmos", "metric")
 POOLS = ("mean", "std", "max", "min")
@@ -90,11 +90,8 @@ class FeatureExtractor:
         s = self.spec
         if s.source == "encoder":
             return load_encoder(EncoderSpec.from_dict(dict(s.encoder)), device=self.device)
-        if s.source == "dnsmos":
-            return _DNSMOS()
-        if s.source == "distillmos":
-            return _DistillMOS(self.device)
-        return _MetricFeatures(s.metric, self.device)
+        # dnsmos and distillmos are the registered metrics of those names
+        return _MetricFeatures(s.metric or s.source, self.device)
 
     @property
     def feature_id(self) -> str:
@@ -131,7 +128,7 @@ class FeatureExtractor:
                 frames = m.encode(sigs, self.spec.layers)
                 vecs = [pool(f, self.spec.pooling) for f in frames]
             else:
-                vecs = [m(s) for s in sigs]
+                vecs = m.vectors(sigs)
             for i, v in zip(ok, vecs):
                 out[i] = v
                 if self.cache is not None and isinstance(v, np.ndarray):
@@ -139,62 +136,9 @@ class FeatureExtractor:
         return out  # type: ignore[return-value]
 
 
-class _DNSMOS:
-    """DNSMOS P.835 through speechmos's ONNX models (single-threaded sessions)."""
-
-    def __init__(self) -> None:
-        try:
-            import onnxruntime as ort
-            from speechmos import dnsmos
-        except ImportError as exc:
-            raise MissingDependencyError("speechmos", "models", "DNSMOS features") from exc
-        from speechqe import assets
-
-        asset = assets.get("dnsmos-p835")
-        root = asset.path()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        self._m = dnsmos.DNSMOS.__new__(dnsmos.DNSMOS)
-        self._m.primary_model_path = str(root / "sig_bak_ovr.onnx")
-        self._m.onnx_sess = ort.InferenceSession(str(root / "sig_bak_ovr.onnx"), so, providers=["CPUExecutionProvider"])
-        self._m.p808_onnx_sess = ort.InferenceSession(str(root / "model_v8.onnx"), so, providers=["CPUExecutionProvider"])
-        self.feature_id = f"dnsmos:{asset.fingerprint()}"
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.clip(np.asarray(x, np.float32), -1.0, 1.0)
-        r = self._m(x, 16000, False)
-        return np.array([r["sig_mos"], r["bak_mos"], r["ovrl_mos"], r["p808_mos"]], dtype=np.float32)
-
-
-class _DistillMOS:
-    """DistillMOS (XLS-R SQA distilled into a small model), one score per item."""
-
-    def __init__(self, device: str) -> None:
-        try:
-            import distillmos
-        except ImportError as exc:
-            raise MissingDependencyError("distillmos", "models", "DistillMOS features") from exc
-        import contextlib
-        import io
-
-        from speechqe import assets
-
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints where it loaded weights from
-            self._m = distillmos.ConvTransformerSQAModel().eval().to(device)
-        self.device = device
-        self.feature_id = f"distillmos:{assets.get('distillmos-v7').fingerprint()}"
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            y = self._m(torch.from_numpy(np.asarray(x, np.float32))[None].to(self.device))
-        return np.array([float(y.reshape(-1)[0])], dtype=np.float32)
-
-
 class _MetricFeatures:
-    """The outputs of a registered speechqe metric (non-intrusive, no text needed)."""
+    """The outputs of a registered speechqe metric (non-intrusive, no text needed), e.g.
+    ``dnsmos`` (SIG, BAK, OVRL, P.808) or ``distillmos``, in the metric's output order."""
 
     def __init__(self, name: str, device: str) -> None:
         from speechqe.metrics import registry
@@ -203,16 +147,28 @@ class _MetricFeatures:
         spec = self.metric.spec
         if spec.needs_reference or spec.needs_text:
             raise ConfigError(f"metric '{name}' needs a reference or text; it cannot be a MOS feature")
+        if spec.sample_rate not in (None, 16000):
+            raise ConfigError(f"metric '{name}' runs at {spec.sample_rate} Hz; MOS features are 16 kHz")
         self.metric.ensure_ready()
         self.outputs = spec.output_names
         self.feature_id = f"metric:{spec.name}:{spec.version}:{self.metric.model_id()}"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def vectors(self, signals: Sequence[np.ndarray]) -> list[np.ndarray | ItemError]:
         from speechqe.audio import LoadedAudio
         from speechqe.manifest import AudioItem
         from speechqe.metrics.base import ScoringInput
 
-        inp = ScoringInput(AudioItem(id="feature", path="", system=""), LoadedAudio.from_array(x, 16000))
-        self.metric.check_input(inp)
-        res = self.metric.score_item(inp)
-        return np.array([res.values[o] for o in self.outputs], dtype=np.float32)
+        inputs = []
+        for k, x in enumerate(signals):
+            inputs.append(ScoringInput(AudioItem(id=f"feature-{k}", path="", system=""),
+                                       LoadedAudio.from_array(x, 16000)))
+        out: list[np.ndarray | ItemError] = []
+        for inp, res in zip(inputs, self.metric.score_batch(inputs)):
+            if isinstance(res, ItemError):
+                out.append(res)
+            elif any(o not in res.values for o in self.outputs):
+                missing = [o for o in self.outputs if o not in res.values]
+                out.append(MetricComputationError(f"{self.metric.spec.name} gave no {', '.join(missing)}"))
+            else:
+                out.append(np.array([res.values[o] for o in self.outputs], dtype=np.float32))
+        return out

@@ -423,14 +423,6 @@ def build_random(arch: dict[str, Any], *, seed: int = 0, name: str = "random") -
     return SSLEncoder(model, name=name, normalize_waveform=bool(normalize))
 
 
-def torch_hub_checkpoint(filename: str) -> Path:
-    """Where ``torch.hub.load_state_dict_from_url`` caches ``filename``
-    (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``)."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
 def _read_state_dict(path: Path) -> dict:
     import torch
 
@@ -455,7 +447,7 @@ def load_torchaudio_state_dict(
     fingerprint: str | None = None,
 ) -> SSLEncoder:
     """A torchaudio factory model with a bundle state dict (file path or dict), strictly."""
-    from speechqe.assets import sha256_file
+    from speechqe.assets import cached_sha256 as sha256_file
 
     if isinstance(source, dict):
         sd, fp = source, fingerprint
@@ -485,7 +477,7 @@ def load_fairseq(
 
     ``checkpoint``: the already-read file contents (avoids reading a large file twice).
     """
-    from speechqe.assets import sha256_file
+    from speechqe.assets import cached_sha256 as sha256_file
 
     from .fairseq import import_fairseq_state_dict, read_checkpoint, split_checkpoint
 
@@ -541,7 +533,7 @@ def load_huggingface(folder: str | Path) -> SSLEncoder:
     if pre.is_file():
         normalize = bool(json.loads(pre.read_text()).get("do_normalize", normalize))
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    from speechqe.assets import sha256_file
+    from speechqe.assets import cached_sha256 as sha256_file
 
     fp = sha256_file(weights[0])[:12] if weights else None
     return SSLEncoder(model, name=f"hf-{model_type}-{folder.name}", normalize_waveform=normalize, fingerprint=fp)
@@ -552,28 +544,19 @@ def load_asset(name: str, *, download: bool = True) -> SSLEncoder:
 
     The file is looked for, in order: the asset override (``SPEECHQE_ASSET_<NAME>`` or
     ``--asset``), the speechqe cache, the torch hub cache (``$TORCH_HOME``, filled by
-    ``torchaudio.pipelines`` bundles); otherwise it is downloaded into the speechqe cache.
-    Registered checksums are verified wherever the file is found.
+    ``torchaudio.pipelines`` bundles; the asset's ``search_dirs``); otherwise it is downloaded
+    into the speechqe cache. It is verified wherever it is found (registered sha256, else the
+    hash pinned on first use).
     """
     from speechqe import assets
-    from speechqe.errors import ChecksumMismatchError
 
     asset = assets.get(name)
     factory = asset.param("factory")
     if not factory:
         raise ConfigError(f"asset '{name}' is not an SSL encoder (no 'factory' param)")
-    fname = asset.files[0].name
-    if asset.is_present() or not torch_hub_checkpoint(fname).is_file():
-        path = asset.file(download=download)
-    else:
-        path = torch_hub_checkpoint(fname)
-        want = asset.files[0].sha256
-        if want is not None:
-            got = assets.sha256_file(path)
-            if got != want:
-                raise ChecksumMismatchError(
-                    f"asset '{name}': {path} has sha256 {got}, expected {want}"
-                )
+    # override, speechqe cache, then the torch hub cache (search_dirs), else download; the
+    # file is verified (registered sha256, or the hash pinned on first use)
+    path = asset.file(download=download)
     return load_torchaudio_state_dict(
         factory,
         path,

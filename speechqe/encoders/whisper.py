@@ -146,7 +146,7 @@ def load_openai_whisper(
     if not path.is_file() and src in assets.catalogue():
         path = assets.get(src).file()
     if path.is_file():
-        fp = assets.sha256_file(path)[:12]
+        fp = assets.cached_sha256(path)[:12]
         name = path.stem
         model = whisper.load_model(str(path), device=device)
     elif src in whisper.available_models():
@@ -263,7 +263,7 @@ def load_ct2_whisper(
         model_bin = path / "model.bin"
         if not model_bin.is_file():
             raise ConfigError(f"not a CTranslate2 model folder (no model.bin): {path}")
-        fp, name = assets.sha256_file(model_bin)[:12], path.name
+        fp, name = assets.cached_sha256(model_bin)[:12], path.name
     elif src in assets.catalogue():
         asset = assets.get(src)
         path = asset.path()

@@ -99,3 +99,27 @@ def test_full_size_published_layout(tmp_path):
     with torch.no_grad():
         want = reference_score(sd, torch.from_numpy(x)[None], 12, [c[2] for c in BASE_CONV])
     np.testing.assert_allclose(predict_strong(model, [x])[0], want, atol=1e-4)
+
+
+def test_utmos_strong_metric_scores_like_the_model(tmp_path):
+    from speechqe.audio import LoadedAudio
+    from speechqe.manifest import AudioItem
+    from speechqe.metrics import registry
+    from speechqe.metrics.base import ScoringInput
+
+    # 48-d so that the published 12 heads divide it
+    sd = speechmos_state_dict(dim=48, layers=2, ffn=64, conv=TINY_CONV, pos_kernel=16,
+                              pos_groups=4, emb=8, rnn=16, proj=32)
+    path = tmp_path / "utmos.pt"
+    torch.save(sd, path)
+    m = registry.create(f"utmos_strong:{path}")
+    m.ensure_ready()
+    assert m.model_id().startswith("utmos22-")
+    rng = np.random.default_rng(3)
+    sigs = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (16000, 9000)]
+    inputs = [ScoringInput(AudioItem(id=f"i{k}", path="", system="s"), LoadedAudio.from_array(s, 16000))
+              for k, s in enumerate(sigs)]
+    got = [r.values["utmos_strong"] for r in m.score_batch(inputs)]
+    with torch.no_grad():
+        want = [reference_score(sd, torch.from_numpy(s)[None], 12, [c[2] for c in TINY_CONV]) for s in sigs]
+    np.testing.assert_allclose(got, want, atol=1e-4)
