@@ -60,14 +60,20 @@ class _BundleMetric(Metric):
 
     def __init__(self, params=None, device: str = "cpu"):
         super().__init__(params, device)
-        if not self.params.bundle:
-            raise ConfigError(f"{self.spec.name} needs a bundle: --metrics {self.spec.name}:PATH")
-        self._path = Path(self.params.bundle).expanduser().resolve()
-        if not (self._path / "bundle.json").is_file():
-            raise ConfigError(f"{self.spec.name}: no MOS bundle at {self._path} (bundle.json missing)")
         self._hash: str | None = None
         self.bundle = None
         self.column = ""
+
+    @property
+    def _path(self) -> Path:
+        """The bundle folder; a missing or wrong one is a :class:`ConfigError` (raised when the
+        metric is first used, so listing metrics never needs a bundle)."""
+        if not self.params.bundle:
+            raise ConfigError(f"{self.spec.name} needs a bundle: --metrics {self.spec.name}:PATH")
+        path = Path(self.params.bundle).expanduser().resolve()
+        if not (path / "bundle.json").is_file():
+            raise ConfigError(f"{self.spec.name}: no MOS bundle at {path} (bundle.json missing)")
+        return path
 
     def model_id(self) -> str:
         if self._hash is None:
