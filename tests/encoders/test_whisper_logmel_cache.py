@@ -21,7 +21,7 @@ def _sig(n, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_whisper_ckpt(tmp_path_factory):
-    whisper = pytest.importorskip("whisper")
+    pytest.importorskip("whisper")
     from whisper.model import ModelDimensions, Whisper
 
     dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2,
