@@ -380,6 +380,10 @@ from speechqe.flows.cli import app as _flows_app  # noqa: E402
 app.add_typer(_report_app)
 app.add_typer(_flows_app)
 
+from speechqe.predictors.cli import app as _mos_app  # noqa: E402  (light: typer + rich only)
+
+app.add_typer(_mos_app, name="mos")
+
 
 def main() -> None:
     app()

@@ -1,0 +1,187 @@
+"""``speechqe mos``: train, evaluate and apply MOS predictors.
+
+Imports stay light at module level (typer, rich); torch and the learners load inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from speechqe.errors import SpeechQEError
+
+app = typer.Typer(
+    name="mos",
+    help="Train MOS predictors (UTMOS-style ensembles), evaluate predictions, score audio.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML); see docs/mos.md."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the bundle."),
+    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device (auto, cpu, cuda)."),
+) -> None:
+    """Train every configured learner and the stacking ensemble; write a versioned bundle."""
+    from dataclasses import replace
+
+    from .train import load_config, train_bundle
+
+    try:
+        cfg = load_config(config)
+        if device:
+            cfg = replace(cfg, device=device)
+        bundle = train_bundle(cfg, out, base=config.resolve().parent, say=lambda m: console.print(m, highlight=False))
+    except SpeechQEError as exc:
+        _fail(exc)
+    _print_report(bundle.meta["report"])
+
+
+def _print_report(report: dict) -> None:
+    table = Table(title="out-of-fold metrics (training set)")
+    for c in ("learner", "utt MSE", "utt LCC", "utt SRCC", "utt KTAU", "sys SRCC"):
+        table.add_column(c, justify="right" if c != "learner" else "left")
+    rows = list(report["oof"].items()) + [(f"stage2 {k}", v) for k, v in report.get("stage2_oof", {}).items()]
+    for name, ev in rows:
+        u, s = ev["utterance"], ev["system"]
+        table.add_row(name, *(f"{u[m]:.3f}" for m in ("MSE", "LCC", "SRCC", "KTAU")), f"{s['SRCC']:.3f}")
+    console.print(table)
+
+
+def _load_truth(data: Path, fmt: str, split: str, audio_root: Optional[Path]):
+    from .data import DataSpec, load_data
+
+    return load_data(DataSpec(format=fmt, path=str(data), split=split,
+                              audio_root=str(audio_root) if audio_root else ""))
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Argument(..., help="Labelled data: BVCC track folder, SHEET/NISQA CSV or JSONL."),
+    fmt: str = typer.Option("sheet", "--format", "-f", help="bvcc, sheet, nisqa or jsonl."),
+    split: str = typer.Option("test", "--split", help="BVCC split (train, dev, test)."),
+    audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="Folder the CSV's audio paths are relative to."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", "-p", help="CSV of predictions (sample_id/id, prediction)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Predict with this bundle instead."),
+    component: str = typer.Option("ensemble", "--component", help="Bundle column to evaluate (default: the ensemble; 'all' for every column)."),
+    system_mos: Optional[Path] = typer.Option(None, "--system-mos", help="True system MOS (CSV system,mean; BVCC mydata_system.csv)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals (0: none)."),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
+) -> None:
+    """MSE, LCC, SRCC and KTAU at utterance and system level (VoiceMOS/SHEET definitions),
+    with percentile bootstrap confidence intervals."""
+    import numpy as np
+
+    from .evaluate import evaluate as run_eval
+    from .evaluate import read_predictions
+
+    try:
+        truth = _load_truth(data, fmt, split, audio_root)
+        labelled = [it for it in truth if it.mos is not None]
+        sys_true = _read_system_mos(system_mos) if system_mos else None
+        results = {}
+        if predictions is not None:
+            preds = read_predictions(predictions)
+            cols = {"predictions": np.array([preds.get(it.id, np.nan) for it in labelled])}
+        elif bundle is not None:
+            from .bundle import MOSBundle
+            from .train import predict_set
+
+            b = MOSBundle.load(bundle)
+            outs, _ = predict_set(b, truth.replace_items(labelled))
+            cols = outs if component == "all" else {component: outs[component]}
+        else:
+            raise SpeechQEError("give --predictions CSV or --bundle DIR")
+        y = np.array([it.mos for it in labelled])
+        for name, p in cols.items():
+            ok = np.isfinite(p)
+            ev = run_eval(y[ok], p[ok], [it.system for it, k in zip(labelled, ok) if k],
+                          system_true=sys_true, bootstrap=bootstrap, seed=seed)
+            results[name] = {**ev.to_dict(), "n_missing": int((~ok).sum()),
+                             "missing": [it.id for it, k in zip(labelled, ok) if not k][:20]}
+    except (SpeechQEError, ValueError) as exc:
+        _fail(exc)
+    for name, r in results.items():
+        table = Table(title=f"{name}: {r['n_items']} items, {r['n_systems']} systems"
+                      + (f", {r['n_missing']} without a prediction" if r["n_missing"] else ""))
+        table.add_column("level")
+        for m in ("MSE", "LCC", "SRCC", "KTAU"):
+            table.add_column(m, justify="right")
+        for level in ("utterance", "system"):
+            ci = r["ci"].get(level, {})
+            table.add_row(level, *(
+                f"{r[level][m]:.4f}" + (f" [{ci[m][0]:.3f}, {ci[m][1]:.3f}]" if m in ci else "")
+                for m in ("MSE", "LCC", "SRCC", "KTAU")))
+        console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+def _read_system_mos(path: Path) -> dict[str, float]:
+    import csv
+
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            if not row:
+                continue
+            try:
+                out[row[0].strip()] = float(row[1])
+            except (ValueError, IndexError):
+                continue  # header
+    if not out:
+        raise SpeechQEError(f"no system scores read from {path}")
+    return out
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="A trained bundle."),
+    path: Path = typer.Argument(..., help="Folder of audio, JSONL manifest or SHEET CSV."),
+    out: Path = typer.Option(Path("mos-predictions.csv"), "--out", "-o", help="CSV to write."),
+    component: str = typer.Option("all", "--component", help="'all' columns or one column name (ensemble, strong, ct2-svr...)."),
+) -> None:
+    """Predict MOS for every item; failed items are written with their error, never dropped."""
+    import csv
+
+    from speechqe.manifest import load_speech_set
+
+    from .bundle import MOSBundle
+    from .train import predict_set
+
+    try:
+        sset = load_speech_set(path)
+        b = MOSBundle.load(bundle)
+        cols = None if component in ("all", "ensemble") else [component]
+        outs, errors = predict_set(b, sset, columns=cols, ensemble=component in ("all", "ensemble"))
+    except SpeechQEError as exc:
+        _fail(exc)
+    names = list(outs) if component == "all" else [component]
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "system_id", "prediction", *[f"pred_{n}" for n in names if n != "ensemble"], "status", "error"])
+        main = "ensemble" if "ensemble" in outs else names[0]
+        for i, it in enumerate(sset):
+            err = errors[i]
+            w.writerow([it.id, it.system, "" if err else f"{outs[main][i]:.6f}",
+                        *["" if err else f"{outs[n][i]:.6f}" for n in names if n != "ensemble"],
+                        "error" if err else "ok", str(err) if err else ""])
+    n_err = sum(e is not None for e in errors)
+    console.print(f"{len(sset)} items scored ({n_err} errors) -> {out}", highlight=False)

@@ -1,0 +1,167 @@
+"""MOS prediction metrics, computed as the VoiceMOS Challenge and SHEET compute them.
+
+Utterance level, over all items: ``MSE = mean((true - pred)^2)``, ``LCC`` = Pearson's r
+(``np.corrcoef``), ``SRCC`` = Spearman's rho (``scipy.stats.spearmanr``, average ranks for
+ties), ``KTAU`` = Kendall's tau-b (``scipy.stats.kendalltau``'s default, tie-corrected).
+
+System level: each system's true score and predicted score are reduced to one number, then
+the same four statistics are computed over systems. The predicted system score is the mean of
+the system's utterance predictions; the true one is the mean of its utterances' true MOS in
+the evaluated set (SHEET) or, when given, the official system MOS over all of the system's
+ratings (VoiceMOS 2022's ``mydata_system.csv``).
+
+Confidence intervals are percentile bootstrap intervals: utterances resampled with replacement
+for utterance-level metrics, systems for system-level ones (seeded, reproducible).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from speechqe.errors import ConfigError
+
+METRICS = ("MSE", "LCC", "SRCC", "KTAU")
+
+
+def scores(true: Sequence[float], pred: Sequence[float]) -> dict[str, float]:
+    """MSE, LCC, SRCC, KTAU of two aligned score vectors (NaN where undefined)."""
+    from scipy import stats
+
+    t = np.asarray(true, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError(f"true and pred must be 1-D and aligned, got {t.shape} and {p.shape}")
+    out = {"MSE": float(np.mean((t - p) ** 2)) if t.size else float("nan")}
+    if t.size < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:
+        out.update(LCC=float("nan"), SRCC=float("nan"), KTAU=float("nan"))
+        return out
+    out["LCC"] = float(np.corrcoef(t, p)[0][1])
+    out["SRCC"] = float(stats.spearmanr(t, p)[0])
+    out["KTAU"] = float(stats.kendalltau(t, p)[0])
+    return out
+
+
+def system_means(
+    systems: Sequence[str], true: Sequence[float], pred: Sequence[float],
+    system_true: Mapping[str, float] | None = None,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-system (true, predicted) means, systems in order of first appearance."""
+    groups: "OrderedDict[str, list[int]]" = OrderedDict()
+    for i, s in enumerate(systems):
+        groups.setdefault(s, []).append(i)
+    t = np.asarray(true, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    names = list(groups)
+    if system_true is not None:
+        missing = [s for s in names if s not in system_true]
+        if missing:
+            raise ConfigError(f"no true system MOS for {missing[:5]} (of {len(missing)})")
+        st = np.array([system_true[s] for s in names])
+    else:
+        st = np.array([t[idx].mean() for idx in groups.values()])
+    sp = np.array([p[idx].mean() for idx in groups.values()])
+    return names, st, sp
+
+
+@dataclass
+class Evaluation:
+    """Utterance- and system-level metrics with bootstrap confidence intervals."""
+
+    utterance: dict[str, float]
+    system: dict[str, float]
+    n_items: int
+    n_systems: int
+    ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict:
+        return {
+            "n_items": self.n_items, "n_systems": self.n_systems,
+            "utterance": self.utterance, "system": self.system,
+            "confidence": self.confidence,
+            "ci": {lvl: {k: list(v) for k, v in d.items()} for lvl, d in self.ci.items()},
+        }
+
+
+def evaluate(
+    true: Sequence[float],
+    pred: Sequence[float],
+    systems: Sequence[str],
+    *,
+    system_true: Mapping[str, float] | None = None,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Evaluation:
+    """All eight VoiceMOS metrics, with percentile bootstrap CIs (``bootstrap=0``: none)."""
+    t = np.asarray(true, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    if not (len(t) == len(p) == len(systems)):
+        raise ValueError("true, pred and systems must be aligned")
+    if not np.isfinite(t).all() or not np.isfinite(p).all():
+        raise ValueError("true and predicted scores must be finite (drop failed items first)")
+    utt = scores(t, p)
+    names, st, sp = system_means(systems, t, p, system_true)
+    sysm = scores(st, sp)
+    ev = Evaluation(utt, sysm, len(t), len(names), confidence=confidence)
+    if bootstrap > 0 and len(t) > 1:
+        rng = np.random.default_rng(seed)
+        lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+        boot_u = {m: [] for m in METRICS}
+        for _ in range(bootstrap):
+            idx = rng.integers(0, len(t), len(t))
+            for m, v in scores(t[idx], p[idx]).items():
+                boot_u[m].append(v)
+        ev.ci["utterance"] = {m: _interval(v, lo, hi) for m, v in boot_u.items()}
+        if len(names) > 1:
+            boot_s = {m: [] for m in METRICS}
+            for _ in range(bootstrap):
+                idx = rng.integers(0, len(names), len(names))
+                for m, v in scores(st[idx], sp[idx]).items():
+                    boot_s[m].append(v)
+            ev.ci["system"] = {m: _interval(v, lo, hi) for m, v in boot_s.items()}
+    return ev
+
+
+def _interval(values: list[float], lo: float, hi: float) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    return (float(np.percentile(v, lo)), float(np.percentile(v, hi)))
+
+
+def read_predictions(path) -> dict[str, float]:
+    """A predictions CSV: an id column (``sample_id``, ``id`` or ``item_id``) and a score column
+    (``prediction``, ``pred``, ``predicted_mos`` or ``score``). Rows with an empty or non-finite
+    score are kept out and counted by the caller as missing."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"predictions file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        id_col = next((c for c in ("sample_id", "id", "item_id") if c in cols), None)
+        val_col = next((c for c in ("prediction", "pred", "predicted_mos", "score") if c in cols), None)
+        if id_col is None or val_col is None:
+            raise ConfigError(
+                f"{path}: needs an id column (sample_id/id/item_id) and a score column "
+                f"(prediction/pred/predicted_mos/score); found {cols}"
+            )
+        out = {}
+        for row in reader:
+            v = (row.get(val_col) or "").strip()
+            try:
+                x = float(v)
+            except ValueError:
+                continue
+            if np.isfinite(x):
+                out[row[id_col].strip()] = x
+    return out

@@ -1,0 +1,1 @@
+"""Weak learners on pooled encoder features (features, learners with pickle-free persistence)."""

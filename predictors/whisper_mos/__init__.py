@@ -1,0 +1,1 @@
+"""Whisper-encoder MOS predictor (MOSA-Net+ style head: BLSTM + attention pooling)."""
