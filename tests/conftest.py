@@ -36,12 +36,15 @@ def _drop_unresolvable_lazy_modules():
     sys.modules whose attribute access raises ImportError; Hypothesis scans sys.modules for
     constants and trips over them. Drop the ones that cannot resolve after each test."""
     import sys
+    import warnings
 
     yield
     for name, mod in list(sys.modules.items()):
         if type(mod).__name__ in ("LazyModule", "DeprecatedModuleRedirect"):
             try:
-                getattr(mod, "__file__", None)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    getattr(mod, "__file__", None)
             except ImportError:
                 del sys.modules[name]
 
