@@ -151,6 +151,16 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _bulk_insert(con, head: str, rows: Sequence[tuple]) -> None:
+    """``head`` (e.g. ``'INSERT OR IGNORE INTO scores'``) with ``rows``, as one statement over
+    column lists (``unnest``): ~50x faster than ``executemany`` in DuckDB for thousands of rows."""
+    if not rows:
+        return
+    cols = [list(c) for c in zip(*rows)]
+    select = ", ".join(f"unnest(?) AS c{i}" for i in range(len(cols)))
+    con.execute(f"{head} SELECT * FROM (SELECT {select})", cols)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -259,16 +269,11 @@ class Store:
             )
             for it in items
         ]
-        if rows:
-            self.con.executemany(
-                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+        _bulk_insert(self.con, "INSERT INTO items", rows)
 
     def link(self, run_id: str, rows: Iterable[tuple[str, str, str, str, str]]) -> None:
         """Attach records to a run: rows of ``(item_id, scorer, input_key, version, model_id)``."""
-        rows = [(run_id, *r) for r in rows]
-        if rows:
-            self.con.executemany("INSERT INTO run_scores VALUES (?, ?, ?, ?, ?, ?)", rows)
+        _bulk_insert(self.con, "INSERT INTO run_scores", [(run_id, *r) for r in rows])
 
     def existing(
         self, scorer: str, metric_version: str, model_id: str, *, ok_only: bool = False
@@ -292,11 +297,7 @@ class Store:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         self.con.execute("BEGIN TRANSACTION")
         try:
-            if records:
-                self.con.executemany(
-                    f"{verb} INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [r.row(run_id, now) for r in records],
-                )
+            _bulk_insert(self.con, f"{verb} INTO scores", [r.row(run_id, now) for r in records])
             for item_id, text in (warnings or {}).items():
                 self.con.execute(
                     "UPDATE items SET warnings = ? WHERE run_id = ? AND item_id = ?",

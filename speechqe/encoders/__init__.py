@@ -1,0 +1,152 @@
+"""Shared speech encoders: SSL (wav2vec 2.0, HuBERT, WavLM), Whisper (openai-whisper and
+CTranslate2) and log-mel, with a content-keyed feature cache.
+
+Every encoder follows :class:`~speechqe.encoders.base.Encoder`: mono float32 signals at
+``encoder.sample_rate`` in, per-layer ``(layers, frames, dim)`` float32 arrays out, padded
+batches equal to batch size 1. Encoders are described in configs by an :class:`EncoderSpec`
+(``kind`` + ``source`` + options) and built with :func:`load_encoder`.
+
+This package imports nothing heavy at import time; torch, torchaudio, whisper and ctranslate2
+are imported by the module that needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from speechqe.errors import ConfigError
+
+from .base import Encoder, stable_hash
+from .cache import FeatureCache, array_sha256, feature_key
+
+KINDS = ("ssl", "whisper", "whisper-ct2", "logmel")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A configured encoder.
+
+    Attributes:
+        kind: ``ssl``, ``whisper`` (openai-whisper), ``whisper-ct2`` or ``logmel``.
+        source: asset name, file or folder (see each loader); unused for ``logmel``.
+        factory: torchaudio factory for an SSL state dict file (``wavlm_base``).
+        pad_to_30s: Whisper only (see :mod:`speechqe.encoders.whisper`).
+        compute_type: CTranslate2 only.
+        trust_pickle: allow a fairseq checkpoint that needs unpickling beyond plain data.
+        arch: SSL only: build a *random-weight* model from this architecture (tests, benches).
+        seed: seed of the random weights.
+    """
+
+    kind: str
+    source: str = ""
+    factory: str = ""
+    pad_to_30s: bool = True
+    compute_type: str = "float32"
+    trust_pickle: bool = False
+    arch: tuple[tuple[str, Any], ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown encoder kind '{self.kind}'; known: {', '.join(KINDS)}")
+        if self.kind in ("ssl", "whisper") and not (self.source or self.arch):
+            raise ConfigError(f"a '{self.kind}' encoder needs a source")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EncoderSpec":
+        d = dict(d)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown encoder keys {sorted(unknown)}; known: {sorted(known)}")
+        if isinstance(d.get("arch"), dict):
+            d["arch"] = tuple(sorted((k, _freeze(v)) for k, v in d["arch"].items()))
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["arch"] = {k: _thaw(v) for k, v in self.arch}
+        return d
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_thaw(x) for x in v]
+    return v
+
+
+def load_encoder(spec: EncoderSpec | dict[str, Any] | str, *, device: str = "cpu") -> Encoder:
+    """Build the encoder a spec describes (``'kind:source'`` strings are accepted)."""
+    if isinstance(spec, str):
+        kind, _, source = spec.partition(":")
+        spec = EncoderSpec(kind=kind, source=source)
+    elif isinstance(spec, dict):
+        spec = EncoderSpec.from_dict(spec)
+    if spec.kind == "ssl":
+        from . import ssl
+
+        if spec.arch:
+            arch = {k: _thaw(v) for k, v in spec.arch}
+            return ssl.build_random(arch, seed=spec.seed, name=f"random-{stable_hash(arch, 8)}").to(device)
+        return ssl.load_ssl(spec.source, factory=spec.factory or None,
+                            trust_pickle=spec.trust_pickle, device=device)
+    if spec.kind == "whisper":
+        from .whisper import load_openai_whisper
+
+        return load_openai_whisper(spec.source, device=device, pad_to_30s=spec.pad_to_30s)
+    if spec.kind == "whisper-ct2":
+        from .whisper import load_ct2_whisper
+
+        return load_ct2_whisper(spec.source or "whisper-tiny.en-ct2", device=device,
+                                compute_type=spec.compute_type, pad_to_30s=spec.pad_to_30s)
+    from .logmel import LogMelEncoder
+
+    return LogMelEncoder()
+
+
+def encode_cached(
+    encoder: Encoder,
+    signals: Sequence[np.ndarray],
+    hashes: Sequence[str],
+    layers: Sequence[int] | None,
+    cache: FeatureCache | None,
+    *,
+    batch: int = 8,
+) -> list[np.ndarray]:
+    """Encode ``signals`` (content hashes ``hashes``), reading and filling ``cache``.
+
+    Returns one ``(len(layers), frames, dim)`` array per signal.
+    """
+    sel = encoder.resolve_layers(layers)
+    out: list[np.ndarray | None] = [None] * len(signals)
+    todo: list[int] = []
+    keys = [feature_key(h, encoder.encoder_id, sel) for h in hashes]
+    for i, k in enumerate(keys):
+        hit = cache.get(k) if cache is not None else None
+        if hit is not None:
+            out[i] = hit
+        else:
+            todo.append(i)
+    for b in range(0, len(todo), batch):
+        idx = todo[b : b + batch]
+        feats = encoder.encode([signals[i] for i in idx], sel)
+        for i, f in zip(idx, feats):
+            out[i] = f
+            if cache is not None:
+                cache.put(keys[i], f)
+    return out  # type: ignore[return-value]
+
+
+__all__ = [
+    "Encoder", "EncoderSpec", "FeatureCache", "array_sha256", "encode_cached", "feature_key",
+    "load_encoder",
+]
