@@ -366,6 +366,13 @@ def export(
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
 
 
+# Rooms' sub-apps (their modules import nothing heavy at module level).
+from speechqe.vocoders.cli import resynth as _resynth, units_app as _units_app  # noqa: E402
+
+app.add_typer(_units_app, name="units")
+app.command("resynth")(_resynth)
+
+
 def main() -> None:
     app()
 

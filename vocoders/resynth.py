@@ -172,8 +172,16 @@ def resynthesize(speech_set: SpeechSet, source: FeatureSource, codebook: Codeboo
 
     by_id = {it.id: it for it in speech_set}
     written: dict[str, Path] = {}
+    frame_aligned = not (opts.dedup and opts.durations == "predict")
     for i, w in zip(keep, wavs):
         r = records[i]
+        orig = by_id[r.id]
+        if frame_aligned and orig.frames and orig.sample_rate:
+            # Encoders count frames differently at the edges (centred STFT: one more; Whisper:
+            # one fewer): give the output the original's duration, so intrusive metrics compare
+            # equal spans.
+            n = round(orig.frames * cfg.sampling_rate / orig.sample_rate)
+            w = w[:n] if w.size >= n else np.pad(w, (0, n - w.size))
         path = wav_dir / f"{r.id}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.clip(w, -1.0, 1.0), cfg.sampling_rate, subtype="PCM_16")

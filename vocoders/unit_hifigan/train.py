@@ -103,6 +103,7 @@ def train(
     resume: bool = True,
     log: Callable[[dict[str, float]], None] | None = None,
     validate: Callable[[UnitHiFiGAN, int], Mapping[str, float]] | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train (or resume training) until ``steps`` total steps.
 
@@ -118,6 +119,8 @@ def train(
         log: called with each logged row.
         validate: called at each checkpoint with the generator in eval mode; its numbers are
             stored in ``val_log.jsonl``.
+        max_seconds: stop (with a checkpoint) after the first step past this wall time, even
+            before ``steps``; a later call resumes from there.
 
     Returns:
         a :class:`TrainResult` (throughput over the steps run here).
@@ -273,7 +276,8 @@ def train(
             for k, v in vals.items():
                 acc[k] = acc.get(k, 0.0) + v
             n_acc += 1
-            if step % tc.log_every == 0 or step == steps:
+            out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+            if step % tc.log_every == 0 or step == steps or out_of_time:
                 now = time.perf_counter()
                 row = {"step": step, "seconds": round(now - t0, 3),
                        **{k: v / n_acc for k, v in acc.items()},
@@ -286,8 +290,10 @@ def train(
                     log(row)
                 acc, n_acc = {}, 0
                 t_log, step_log = now, step
-            if step % tc.checkpoint_every == 0 or step == steps:
+            if step % tc.checkpoint_every == 0 or step == steps or out_of_time:
                 path = checkpoint(step)
+            if out_of_time:
+                break
     finally:
         logf.close()
     if dev.type == "cuda":
