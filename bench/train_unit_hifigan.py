@@ -71,6 +71,10 @@ def parse_args(argv=None):
     ap.add_argument("--encoder", default="whisper-ct2",
                     help="encoder spec: whisper-ct2, logmel, ssl:<checkpoint>, ...")
     ap.add_argument("--layer", type=int, default=None)
+    ap.add_argument("--units", type=Path, default=None,
+                    help="reuse a units file + its codebook (--codebook) instead of running the "
+                    "encoder and k-means: the GPU run needs no encoder extra")
+    ap.add_argument("--codebook", type=Path, default=None)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--kmeans-epochs", type=int, default=20)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "unit_hifigan")
@@ -109,9 +113,7 @@ def main(argv=None) -> dict:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    from speechqe.vocoders.features import load_feature_source
-    from speechqe.vocoders.resynth import ResynthOptions, resynthesize
-    from speechqe.vocoders.tokenize import encode_set, train_codebook
+    from speechqe.vocoders.resynth import ResynthOptions, vocode_units
     from speechqe.vocoders.unit_hifigan.config import (
         DiscriminatorConfig,
         GeneratorConfig,
@@ -122,7 +124,7 @@ def main(argv=None) -> dict:
     from speechqe.vocoders.unit_hifigan.infer import UnitVocoder
     from speechqe.vocoders.unit_hifigan.losses import LogMel
     from speechqe.vocoders.unit_hifigan.train import train
-    from speechqe.vocoders.units import Codebook, KMeansConfig, bitrate_report
+    from speechqe.vocoders.units import Codebook, KMeansConfig, bitrate_report, read_units, write_units
 
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
@@ -131,28 +133,45 @@ def main(argv=None) -> dict:
     print(f"train {len(train_set)} clips, held out {len(held_set)}: "
           f"{[it.id for it in held_set]}", flush=True)
 
-    # 1-2: features and codebook (reused when the same encoder/k already produced one)
-    src = load_feature_source(a.encoder, a.layer, device=a.device,
-                              cache_dir=str(out / "features"), use_cache=not a.no_cache)
-    cb_path = out / f"codebook-k{a.k}.npz"
     t0 = time.perf_counter()
-    if cb_path.is_file() and Codebook.load(cb_path).encoder == src.encoder_id:
-        codebook = Codebook.load(cb_path)
+    if a.units:
+        # 1-3 done before: units file + codebook (e.g. from the CPU run)
+        if not a.codebook:
+            raise SystemExit("--units needs --codebook")
+        codebook = Codebook.load(a.codebook)
+        header, recs = read_units(a.units)
+        if header["codebook"] != codebook.fingerprint():
+            raise SystemExit("the units file was not made with this codebook")
+        by_id = {r.id: r for r in recs}
+        train_recs = [by_id[it.id] for it in train_set if it.id in by_id]
+        held_recs = [by_id[it.id] for it in held_set if it.id in by_id]
     else:
-        codebook = train_codebook(train_set, src, KMeansConfig(
-            k=a.k, batch_size=4096, epochs=a.kmeans_epochs,
-            device=a.device if a.device.startswith("cuda") else "cpu"))
-        codebook.save(cb_path)
+        # 1-2: features and codebook (reused when the same encoder/k already produced one)
+        from speechqe.vocoders.features import load_feature_source
+        from speechqe.vocoders.tokenize import encode_set, train_codebook
+
+        src = load_feature_source(a.encoder, a.layer, device=a.device,
+                                  cache_dir=str(out / "features"), use_cache=not a.no_cache)
+        cb_path = out / f"codebook-k{a.k}.npz"
+        if cb_path.is_file() and Codebook.load(cb_path).encoder == src.encoder_id:
+            codebook = Codebook.load(cb_path)
+        else:
+            codebook = train_codebook(train_set, src, KMeansConfig(
+                k=a.k, batch_size=4096, epochs=a.kmeans_epochs,
+                device=a.device if a.device.startswith("cuda") else "cpu"))
+            codebook.save(cb_path)
+        # 3: units of every clip
+        train_recs = encode_set(train_set, src, codebook).records
+        held_recs = encode_set(held_set, src, codebook).records
+        write_units(out / "units.jsonl", train_recs + held_recs, codebook, dedup=False)
     t_tok = time.perf_counter() - t0
     print(f"codebook {codebook.encoder} layer {codebook.layer} k={codebook.k} "
           f"({codebook.frame_rate:g} Hz): inertia {codebook.info.get('inertia'):.4g}, "
           f"{t_tok:.1f} s", flush=True)
-
-    # 3: units of every clip
-    enc_train = encode_set(train_set, src, codebook)
-    enc_held = encode_set(held_set, src, codebook)
-    br_train = bitrate_report(enc_train.units(), codebook.frame_rate, codebook.k)
-    br_held = bitrate_report(enc_held.units(), codebook.frame_rate, codebook.k)
+    br_train = bitrate_report([r.frame_units() for r in train_recs], codebook.frame_rate,
+                              codebook.k)
+    br_held = bitrate_report([r.frame_units() for r in held_recs], codebook.frame_rate,
+                             codebook.k)
 
     # 4: train
     hop = round(16000 / codebook.frame_rate)
@@ -168,19 +187,20 @@ def main(argv=None) -> dict:
                        checkpoint_every=a.checkpoint_every)
     vcfg = VocoderConfig(generator=gcfg, discriminator=DiscriminatorConfig(**preset["disc"]),
                          train=tcfg)
-    utts = [Utterance(id=r.id, audio_path=r.path, units=r.frame_units()) for r in enc_train.records]
+    paths = {it.id: it.path for it in train_set}
+    utts = [Utterance(id=r.id, audio_path=paths[r.id], units=r.frame_units()) for r in train_recs]
     ds = SegmentDataset(utts, sample_rate=16000, hop_size=hop, segment_frames=a.segment_frames)
 
     from speechqe.audio import LoadedAudio
 
-    held_audio = {r.id: LoadedAudio.from_file(r.path).at(16000) for r in enc_held.records}
+    held_audio = {it.id: LoadedAudio.from_file(it.path).at(16000) for it in held_set}
     mel_fn = LogMel(vcfg.mel, 16000)
 
     def validate(generator, step):
         """Held-out mel-L1 on full utterances (generated from their units)."""
         dev = next(generator.parameters()).device
         losses = []
-        for r in enc_held.records:
+        for r in held_recs:
             u = torch.from_numpy(r.frame_units())[None].to(dev)
             y_hat = generator(u).float().cpu()[0, 0]
             y = torch.from_numpy(held_audio[r.id])
@@ -203,7 +223,7 @@ def main(argv=None) -> dict:
 
     # 5: resynthesise the held-out clips
     voc = UnitVocoder.from_checkpoint(ckpt, device=a.device)
-    rs = resynthesize(held_set, src, codebook, voc, out / "resynth",
+    rs = vocode_units(held_set, held_recs, codebook, voc, out / "resynth",
                       ResynthOptions(device=a.device, batch_size=4))
     summary = {
         "bench": "unit_hifigan", "encoder": codebook.encoder, "layer": codebook.layer,

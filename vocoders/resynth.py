@@ -13,6 +13,7 @@ records that error for every metric): it never disappears from the table's count
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -27,7 +28,14 @@ from speechqe.manifest import AudioItem, SpeechSet, describe_file, from_jsonl
 
 from .features import FeatureSource
 from .tokenize import encode_set
-from .units import BitrateReport, Codebook, bitrate_report, write_units
+from .units import (
+    BitrateReport,
+    Codebook,
+    UnitRecord,
+    bitrate_report,
+    deduplicate,
+    write_units,
+)
 
 #: Metrics tried by default, in this order, when they are registered (WER/CER from the ASR
 #: metric, MCD and F0 from WORLD analysis, speaker similarity, DNSMOS, DistillMOS, UTMOS-style
@@ -104,6 +112,17 @@ def resynthesize(speech_set: SpeechSet, source: FeatureSource, codebook: Codeboo
         out_dir: receives ``<system>/<id>.wav``, ``manifest.jsonl``, ``units.jsonl``,
             ``bitrate.json``.
     """
+    enc = encode_set(speech_set, source, codebook, dedup=opts.dedup, device=opts.device)
+    return vocode_units(speech_set, enc.records, codebook, vocoder, out_dir, opts, enc.errors)
+
+
+def vocode_units(speech_set: SpeechSet, records: Sequence[UnitRecord], codebook: Codebook,
+                 vocoder: Any, out_dir: str | Path, opts: ResynthOptions = ResynthOptions(),
+                 errors: Mapping[str, str] | None = None) -> ResynthResult:
+    """The second half of :func:`resynthesize`, from unit sequences already computed (e.g. a
+    ``units encode`` file): vocode, write, build the manifest. ``records`` are matched to
+    ``speech_set`` items by id; items without a record are kept as errors (``errors`` gives
+    their reasons)."""
     from speechqe.audio import LoadedAudio
 
     from .f0 import F0Quantizer, extract_f0
@@ -113,9 +132,15 @@ def resynthesize(speech_set: SpeechSet, source: FeatureSource, codebook: Codeboo
     system = opts.system or system_name(codebook, vocoder, opts)
     out_dir = Path(out_dir)
     wav_dir = out_dir / system
-    enc = encode_set(speech_set, source, codebook, dedup=opts.dedup, device=opts.device)
-    errors = dict(enc.errors)
-    records = enc.records
+    errors = dict(errors or {})
+    ids = {it.id for it in speech_set}
+    records = [r for r in records if r.id in ids]
+    if opts.dedup:
+        records = [r if r.durations is not None else
+                   dataclasses.replace(r, units=deduplicate(r.units)[0],
+                                       durations=deduplicate(r.units)[1]) for r in records]
+    else:
+        records = [dataclasses.replace(r, units=r.frame_units(), durations=None) for r in records]
     write_units(out_dir / "units.jsonl", records, codebook, opts.dedup)
     br = bitrate_report([r.frame_units() for r in records], codebook.frame_rate, codebook.k)
 
