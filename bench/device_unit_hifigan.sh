@@ -18,7 +18,7 @@ SHIM=$(mktemp -d)
 mkdir -p "$SHIM/speechqe"
 for f in "$REPO"/speechqe/*; do ln -s "$f" "$SHIM/speechqe/$(basename "$f")"; done
 for room in metrics predictors vocoders flows data; do ln -s "$REPO/$room" "$SHIM/speechqe/$room"; done
-export PYTHONPATH="$SHIM"
+export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c "import sys, torch, torchaudio, numpy, scipy, soundfile; print(sys.version.split()[0], 'torch', torch.__version__, 'torchaudio', torchaudio.__version__, 'cuda', torch.cuda.is_available())"

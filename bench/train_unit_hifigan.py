@@ -85,6 +85,8 @@ def parse_args(argv=None):
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--segment-frames", type=int, default=28,
                     help="unit frames per training segment (28 x 320 = 8960 samples)")
+    ap.add_argument("--f0-bins", type=int, default=0,
+                    help="condition on quantised F0 with this many bins (0: no F0)")
     ap.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -180,7 +182,8 @@ def main(argv=None) -> dict:
     rates, kernels = UPSAMPLING[hop]
     preset = PRESETS[a.preset]
     gcfg = GeneratorConfig(num_embeddings=codebook.k, upsample_rates=rates,
-                           upsample_kernel_sizes=kernels, sampling_rate=16000, **preset["gen"])
+                           upsample_kernel_sizes=kernels, sampling_rate=16000,
+                           f0=a.f0_bins > 0, f0_quant_num_bin=a.f0_bins, **preset["gen"])
     tcfg = TrainConfig(batch_size=a.batch_size, segment_size=a.segment_frames * hop,
                        learning_rate=a.lr, amp=a.amp, workers=a.workers,
                        adv_start_step=a.adv_start_step, log_every=a.log_every,
@@ -188,7 +191,17 @@ def main(argv=None) -> dict:
     vcfg = VocoderConfig(generator=gcfg, discriminator=DiscriminatorConfig(**preset["disc"]),
                          train=tcfg)
     paths = {it.id: it.path for it in train_set}
-    utts = [Utterance(id=r.id, audio_path=paths[r.id], units=r.frame_units()) for r in train_recs]
+    f0_bins, quant = {}, None
+    if a.f0_bins:
+        from speechqe.audio import LoadedAudio
+        from speechqe.vocoders.f0 import F0Quantizer, extract_f0
+
+        hz = {r.id: extract_f0(LoadedAudio.from_file(paths[r.id]).at(16000), 16000,
+                               codebook.frame_rate, r.frames) for r in train_recs}
+        quant = F0Quantizer.fit(list(hz.values()), a.f0_bins)
+        f0_bins = {k: quant.quantize(v) for k, v in hz.items()}
+    utts = [Utterance(id=r.id, audio_path=paths[r.id], units=r.frame_units(),
+                      f0=f0_bins.get(r.id)) for r in train_recs]
     ds = SegmentDataset(utts, sample_rate=16000, hop_size=hop, segment_frames=a.segment_frames)
 
     from speechqe.audio import LoadedAudio
@@ -202,7 +215,11 @@ def main(argv=None) -> dict:
         losses = []
         for r in held_recs:
             u = torch.from_numpy(r.frame_units())[None].to(dev)
-            y_hat = generator(u).float().cpu()[0, 0]
+            f0 = None
+            if quant is not None:
+                hz = extract_f0(held_audio[r.id], 16000, codebook.frame_rate, r.frames)
+                f0 = torch.from_numpy(quant.quantize(hz))[None].to(dev)
+            y_hat = generator(u, f0=f0).float().cpu()[0, 0]
             y = torch.from_numpy(held_audio[r.id])
             n = min(y.numel(), y_hat.numel())
             losses.append(float((mel_fn(y[None, :n]) - mel_fn(y_hat[None, :n])).abs().mean()))
@@ -212,6 +229,8 @@ def main(argv=None) -> dict:
                       "layer": codebook.layer, "k": codebook.k,
                       "frame_rate": codebook.frame_rate},
             "corpus": str(a.corpus), "holdout": [it.id for it in held_set]}
+    if quant is not None:
+        meta["f0_quantizer"] = quant.to_dict()
     ckpt = out / f"vocoder-{a.preset}"
 
     def log(row):

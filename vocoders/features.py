@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from speechqe.errors import ConfigError, ItemError
+from speechqe.errors import ConfigError, ItemError, item_error
 from speechqe.manifest import AudioItem
 
 
@@ -62,7 +62,7 @@ class FeatureSource:
         for i, it in enumerate(items):
             try:
                 if not it.ok:
-                    raise ItemError(it.error or "unreadable item", item_id=it.id)
+                    raise item_error(it.error_type or "unreadable", it.error or "unreadable")
                 sig = LoadedAudio.from_file(it.path).at(self.sample_rate)
             except ItemError as exc:
                 out[i] = exc

@@ -123,3 +123,24 @@ def test_segment_longer_than_every_utterance_is_refused(tmp_path):
     utts = _synthetic_corpus(tmp_path / "wav", frames=5)
     with pytest.raises(ConfigError, match="shorter segment"):
         SegmentDataset(utts, sample_rate=SR, hop_size=HOP, segment_frames=8)
+
+
+def test_training_with_quantised_f0_and_speaker_ids(tmp_path):
+    from speechqe.vocoders.f0 import F0Quantizer, extract_f0
+
+    utts = _synthetic_corpus(tmp_path / "wav")
+    tracks = {u.id: extract_f0(sf.read(u.audio_path)[0], SR, 50, len(u.units)) for u in utts}
+    q = F0Quantizer.fit(list(tracks.values()), n_bins=4)
+    utts = [dataclasses.replace(u, f0=q.quantize(tracks[u.id]), speaker=i % 2)
+            for i, u in enumerate(utts)]
+    base = tiny_vocoder(steps_adv=0)
+    cfg = dataclasses.replace(base, generator=dataclasses.replace(
+        base.generator, f0=True, f0_quant_num_bin=4, multispkr=True, num_speakers=2))
+    res = train(cfg, _dataset(utts, cfg), tmp_path / "run", steps=3,
+                meta={"f0_quantizer": q.to_dict(), "speakers": ["a", "b"]})
+    assert res.end_step == 3
+    voc = UnitVocoder.from_checkpoint(tmp_path / "run")
+    assert F0Quantizer.from_dict(voc.meta["f0_quantizer"]) == q
+    u = utts[1]
+    wav = voc.synthesize([u.units[:20]], f0=[u.f0[:20]], speakers=[1])[0]
+    assert wav.shape == (20 * HOP,) and np.isfinite(wav).all()
