@@ -37,11 +37,10 @@ from .units import (
     write_units,
 )
 
-#: Metrics tried by default, in this order, when they are registered (WER/CER from the ASR
-#: metric, MCD and F0 from WORLD analysis, speaker similarity, DNSMOS, DistillMOS, UTMOS-style
-#: predictors). Names not in the registry are left out with a note.
-DEFAULT_METRICS = ("wer", "cer", "mcd", "f0", "f0_rmse", "speaker_similarity", "spk_sim",
-                   "dnsmos", "distillmos", "utmos")
+#: Metrics used by default, in this order, when they are registered: WER/CER (ASR), MCD and F0
+#: (WORLD analysis against the original), speaker similarity, DNSMOS, DistillMOS. Names not in
+#: the registry are left out with a note; MOS predictors are added with ``--metrics``.
+DEFAULT_METRICS = ("wer", "cer", "mcd", "f0", "speaker_sim", "dnsmos", "distillmos")
 
 
 @dataclass(frozen=True)

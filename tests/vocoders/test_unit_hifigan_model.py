@@ -101,7 +101,7 @@ def test_duration_loss_trains_the_predictor():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.1 * first
+    assert loss.item() < 0.1 * first
     m.eval()
     with torch.no_grad():
         d = m.predict_durations(torch.tensor([[1, 2, 3, 1, 2, 3]]))
