@@ -87,6 +87,8 @@ def parse_args(argv=None):
                     help="unit frames per training segment (28 x 320 = 8960 samples)")
     ap.add_argument("--f0-bins", type=int, default=0,
                     help="condition on quantised F0 with this many bins (0: no F0)")
+    ap.add_argument("--dur-predictor", action="store_true",
+                    help="train a duration predictor too (for deduplicated units)")
     ap.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -118,6 +120,7 @@ def main(argv=None) -> dict:
     from speechqe.vocoders.resynth import ResynthOptions, vocode_units
     from speechqe.vocoders.unit_hifigan.config import (
         DiscriminatorConfig,
+        DurationPredictorConfig,
         GeneratorConfig,
         TrainConfig,
         VocoderConfig,
@@ -183,7 +186,9 @@ def main(argv=None) -> dict:
     preset = PRESETS[a.preset]
     gcfg = GeneratorConfig(num_embeddings=codebook.k, upsample_rates=rates,
                            upsample_kernel_sizes=kernels, sampling_rate=16000,
-                           f0=a.f0_bins > 0, f0_quant_num_bin=a.f0_bins, **preset["gen"])
+                           f0=a.f0_bins > 0, f0_quant_num_bin=a.f0_bins,
+                           dur_predictor=(DurationPredictorConfig() if a.dur_predictor else None),
+                           **preset["gen"])
     tcfg = TrainConfig(batch_size=a.batch_size, segment_size=a.segment_frames * hop,
                        learning_rate=a.lr, amp=a.amp, workers=a.workers,
                        adv_start_step=a.adv_start_step, log_every=a.log_every,

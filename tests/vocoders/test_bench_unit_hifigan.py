@@ -38,7 +38,7 @@ def test_bench_script_runs_and_reuses_units(tmp_path, capsys):
     bench = _bench()
     common = ["--corpus", str(tmp_path / "corpus"), "--holdout", "1", "--steps", "2",
               "--log-every", "1", "--checkpoint-every", "2", "--segment-frames", "40",
-              "--batch-size", "2", "--no-score", "--threads", "1", "--f0-bins", "4"]
+              "--batch-size", "2", "--no-score", "--threads", "1", "--f0-bins", "4", "--dur-predictor"]
     s1 = bench.main(common + ["--encoder", "logmel", "--k", "8", "--kmeans-epochs", "1",
                               "--out", str(tmp_path / "a")])
     assert s1["end_step"] == 2 and s1["k"] == 8 and s1["frame_rate"] == 100.0
