@@ -76,6 +76,9 @@ class MetricSpec:
         outputs: what it emits.
         sample_rate: the rate its input must have (``None``: native rate).
         needs_reference, needs_text: inputs it requires.
+        prompt_as_reference: a speaker prompt (``prompt_path``) may stand in for the reference
+            (speaker similarity); the runner then plans and loads the metric for sets that
+            have prompts but no references.
         device: ``'cpu'`` or ``'cuda'`` when it can use a GPU.
         batched: whether :meth:`Metric.score_batch` is implemented natively (items are then
             length-bucketed by the runner).
@@ -91,6 +94,7 @@ class MetricSpec:
     sample_rate: int | None = None
     needs_reference: bool = False
     needs_text: bool = False
+    prompt_as_reference: bool = False
     device: Device = "cpu"
     batched: bool = False
     min_duration: float = 0.0
@@ -157,10 +161,16 @@ class ScoringInput:
 @dataclass
 class ItemScore:
     """A metric's result for one item: one value per output, plus JSON-able extra fields
-    (e.g. F0 voicing counts, ASR hypothesis and edit counts)."""
+    (e.g. F0 voicing counts, ASR hypothesis and edit counts).
+
+    An output that is undefined for this item while the others are fine (F0 correlation when
+    fewer than two frames are voiced, but the voicing error is known) goes in ``errors``
+    instead of ``values``; it is stored as an error record with that reason.
+    """
 
     values: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, ItemError] = field(default_factory=dict)
 
 
 ItemResult = ItemScore | ItemError
@@ -195,7 +205,8 @@ class Metric(ABC):
     # --- identity ---------------------------------------------------------------------------
     def model_id(self) -> str:
         """Identifies everything besides the input that determines the numbers: parameters
-        and, for model-based metrics, the weights' checksums. Part of each stored key."""
+        and, for model-based metrics, the weights' checksums. Part of each stored key.
+        May set the metric up (resolving its model); listing and creating metrics must not."""
         return params_id(self.params)
 
     @property
@@ -214,7 +225,9 @@ class Metric(ABC):
     # --- scoring ----------------------------------------------------------------------------
     def check_input(self, inp: ScoringInput) -> None:
         """Contract checks shared by all metrics: reference, text, minimum duration."""
-        if self.spec.needs_reference and inp.ref is None:
+        if self.spec.needs_reference and inp.ref is None and not (
+            self.spec.prompt_as_reference and inp.prompt is not None
+        ):
             raise MissingReferenceError(
                 f"{self.spec.name} needs a reference; none was matched for this item"
             )

@@ -13,18 +13,31 @@ found in one of three kinds of source:
 Any asset can be overridden by a folder or file given in ``SPEECHQE_ASSET_<NAME>`` (name upper
 case, non-alphanumerics as ``_``) or with :func:`set_override` (the CLI's ``--asset NAME=PATH``).
 Every file with a registered sha256 is verified before use; a mismatch is an error, never a
-warning. A missing asset fails with a message that says how to provide it.
+warning. A file whose sha256 could not be established when it was registered (``sha256: null``
+in the catalogue, shown as "unknown" by ``speechqe models``) is never silently unverified: its
+hash is *pinned* on first use (trust on first use) in ``<cache>/pins/<asset>.json``, a warning
+says so, and any later change of the file is refused like a checksum mismatch. A missing asset
+fails with a message that says how to provide it.
+
+For ``url`` assets the official cache folders of the upstream library (``search_dirs``, e.g.
+``~/.cache/whisper`` for openai-whisper) are looked in before downloading, so a model that the
+user already fetched with that library is found and verified in place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
+import json
 import os
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +46,7 @@ from typing import Any, Iterable, Mapping
 from .errors import AssetError, ChecksumMismatchError, ConfigError
 
 _CHUNK = 1 << 20
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,8 @@ class Asset:
         format: ``onnx``, ``torch-state-dict``, ``ctranslate2``, ``openai-whisper``, ...
         licence, paper, homepage: provenance, shown by ``speechqe models``.
         how_to_get: instructions shown when a ``local`` asset is missing.
+        search_dirs: for ``url`` assets, folders (``~``, ``$VAR`` and ``{xdg_cache}`` expanded)
+            where the upstream library keeps its own downloads; looked in before the cache.
     """
 
     name: str
@@ -74,6 +90,7 @@ class Asset:
     homepage: str = ""
     how_to_get: str = ""
     params: tuple[tuple[str, Any], ...] = ()
+    search_dirs: tuple[str, ...] = ()
 
     # --- identity -----------------------------------------------------------------------------
     @property
@@ -81,9 +98,19 @@ class Asset:
         return "SPEECHQE_ASSET_" + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper()
 
     def fingerprint(self) -> str:
-        """Short id of the registered file checksums, used in stored score keys."""
-        blob = "|".join(f"{f.name}:{f.sha256}" for f in self.files)
+        """Short id of the file checksums (registered, else pinned on first use), used in stored
+        score keys."""
+        pins = _read_pins(self.name) if any(f.sha256 is None for f in self.files) else {}
+        blob = "|".join(
+            f"{f.name}:{f.sha256 or pins.get(f.name, {}).get('sha256', 'unpinned')}"
+            for f in self.files
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def checksums_known(self) -> bool:
+        """Whether every file has a registered sha256 (else: pinned on first use)."""
+        return all(f.sha256 is not None for f in self.files)
 
     @property
     def size(self) -> int | None:
@@ -102,8 +129,20 @@ class Asset:
         if self.source == "package":
             return _package_dir(self.package, self.package_path)
         if self.source == "url":
-            return cache_dir() / self.name
+            cached = cache_dir() / self.name
+            if self._complete(cached):
+                return cached
+            for d in self.expanded_search_dirs():
+                if self._complete(d):
+                    return d
+            return cached
         return None
+
+    def expanded_search_dirs(self) -> list[Path]:
+        return [_expand_dir(d) for d in self.search_dirs]
+
+    def _complete(self, root: Path) -> bool:
+        return all((root / f.name).is_file() for f in self.files)
 
     def is_present(self) -> bool:
         root = self.candidate_dir()
@@ -123,7 +162,12 @@ class Asset:
                 root = cache_dir() / self.name
                 for f in self.files:
                     if not (root / f.name).is_file():
-                        download_file(f, root / f.name)
+                        try:
+                            download_file(f, root / f.name)
+                        except ChecksumMismatchError:
+                            raise
+                        except AssetError as exc:  # offline: say how to provide it by hand
+                            raise AssetError(f"{exc}. {self.missing_message(root)}") from exc
             else:
                 raise AssetError(self.missing_message(root))
         if verify:
@@ -147,9 +191,10 @@ class Asset:
             p = root / f.name
             if not p.is_file():
                 raise AssetError(self.missing_message(root))
-            if f.sha256 is None:
-                continue
             got = _cached_sha256(p)
+            if f.sha256 is None:
+                _check_pin(self, f, p, got)
+                continue
             if got != f.sha256:
                 raise ChecksumMismatchError(
                     f"asset '{self.name}': {p} has sha256 {got}, expected {f.sha256}. "
@@ -170,7 +215,13 @@ class Asset:
                 f"(set SPEECHQE_CACHE to move the cache); this machine could not do so. "
                 "Download these files on a connected machine and copy them there:"
             )
-            lines += [f"  {f.url}  (sha256 {f.sha256})" for f in self.files]
+            lines += [f"  {f.url}  (sha256 {f.sha256 or 'unknown: pinned on first use'})"
+                      for f in self.files]
+            if self.search_dirs:
+                lines.append(
+                    "It is also found where its own library keeps it: "
+                    + ", ".join(str(d) for d in self.expanded_search_dirs()) + "."
+                )
         else:
             lines.append(self.how_to_get or "It is not downloadable; provide the files yourself.")
         names = ", ".join(f.name for f in self.files)
@@ -226,6 +277,11 @@ def _override_for(asset: Asset) -> Path | None:
     return p
 
 
+def _expand_dir(template: str) -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.path.expandvars(template.replace("{xdg_cache}", xdg))).expanduser()
+
+
 def _package_dir(package: str | None, sub: str) -> Path | None:
     if not package:
         return None
@@ -250,9 +306,21 @@ _hash_memo: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()
 
 
+def _memo_key(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def cached_sha256(path: str | Path) -> str:
+    """sha256 of a file, memoised per path, size and modification time within a process."""
+    return _cached_sha256(Path(path))
+
+
 def _cached_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = _memo_key(path)
     with _hash_lock:
         if key in _hash_memo:
             return _hash_memo[key]
@@ -266,44 +334,153 @@ def download_file(f: AssetFile, dest: Path, *, timeout: float = 60.0) -> Path:
     """Download ``f.url`` to ``dest``, resuming a partial ``dest.part`` with an HTTP Range
     request, then verify the sha256 before the atomic rename.
 
+    A server that ignores the Range header (200 instead of 206), or answers with a range that
+    does not start where the partial file ends, restarts the download from zero. Concurrent
+    downloads of the same file (two processes) are serialised with a lock file.
+
     Raises:
-        AssetError: network failure (the partial file is kept for the next try).
+        AssetError: network failure or truncated transfer (the partial file is kept, and the
+            next try resumes from it).
         ChecksumMismatchError: the downloaded bytes differ (the partial file is removed).
     """
     if not f.url:
         raise AssetError(f"file {f.name} has no download URL")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(f.url, headers={"User-Agent": "speechqe"})
-    if offset:
-        req.add_header("Range", f"bytes={offset}-")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status = getattr(resp, "status", 200)
-            mode = "ab" if (offset and status == 206) else "wb"
-            with open(part, mode) as out:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    out.write(chunk)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # already complete
-            pass
-        else:
-            raise AssetError(f"download of {f.url} failed: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise AssetError(
-            f"download of {f.url} failed ({exc}); {part.stat().st_size if part.exists() else 0} "
-            "bytes kept, the next try resumes"
-        ) from exc
-    if f.sha256 is not None:
+    with _file_lock(dest.with_name(dest.name + ".lock")):
+        if dest.is_file():  # another process finished it while we waited
+            return dest
+        offset = part.stat().st_size if part.exists() else 0
+        req = urllib.request.Request(f.url, headers={"User-Agent": "speechqe"})
+        if offset:
+            req.add_header("Range", f"bytes={offset}-")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status = getattr(resp, "status", 200)
+                resumed = bool(offset) and status == 206 and _range_start(resp) == offset
+                with open(part, "ab" if resumed else "wb") as out:
+                    got = _copy_stream(resp, out)
+                expected = resp.headers.get("Content-Length")
+                if expected is not None and got < int(expected):
+                    # http.client returns a short body without raising when the connection
+                    # drops: without this check a truncated file would look complete
+                    raise http.client.IncompleteRead(b"", int(expected) - got)
+        except urllib.error.HTTPError as exc:
+            if not (exc.code == 416 and offset):  # 416 with a partial file: already complete
+                raise AssetError(f"download of {f.url} failed: HTTP {exc.code}") from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
+            kept = part.stat().st_size if part.exists() else 0
+            raise AssetError(
+                f"download of {f.url} failed ({type(exc).__name__}); {kept} bytes kept "
+                f"in {part}, the next try resumes"
+            ) from exc
         got = sha256_file(part)
-        if got != f.sha256:
+        if f.sha256 is not None and got != f.sha256:
             part.unlink(missing_ok=True)
             raise ChecksumMismatchError(
                 f"downloaded {f.url} has sha256 {got}, expected {f.sha256}; removed it"
             )
-    part.replace(dest)
+        if f.size is not None and part.stat().st_size != f.size:
+            part.unlink(missing_ok=True)
+            raise ChecksumMismatchError(
+                f"downloaded {f.url} has {part.stat().st_size} bytes, expected {f.size}; removed it"
+            )
+        part.replace(dest)
     return dest
+
+
+def _range_start(resp) -> int | None:
+    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", "") or "")
+    return int(m.group(1)) if m else None
+
+
+def _copy_stream(resp, out) -> int:
+    """Copy a response body to ``out``, keeping the bytes of a truncated transfer; return the
+    number of bytes copied."""
+    n = 0
+    while True:
+        try:
+            chunk = resp.read(_CHUNK)
+        except http.client.IncompleteRead as exc:
+            out.write(exc.partial)  # keep what arrived, so the next try resumes after it
+            raise
+        if not chunk:
+            return n
+        out.write(chunk)
+        n += len(chunk)
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock (POSIX ``flock``; a no-op where it does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------------
+# Trust on first use, for files whose sha256 could not be established
+# ------------------------------------------------------------------------------------------
+_pin_lock = threading.Lock()
+
+
+def pins_path(name: str) -> Path:
+    return cache_dir() / "pins" / f"{name}.json"
+
+
+def _read_pins(name: str) -> dict[str, dict[str, Any]]:
+    p = pins_path(name)
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AssetError(f"cannot read the checksum pins of '{name}' in {p}: {exc}") from exc
+
+
+def _write_pins(name: str, pins: Mapping[str, Any]) -> None:
+    p = pins_path(name)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(pins, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(p)
+
+
+def _check_pin(asset: Asset, f: AssetFile, path: Path, got: str) -> None:
+    """Compare ``got`` with the hash pinned at first use; pin it (with a warning) if none."""
+    with _pin_lock:
+        pins = _read_pins(asset.name)
+        pin = pins.get(f.name)
+        if pin is None:
+            pins[f.name] = {"sha256": got, "size": path.stat().st_size, "path": str(path),
+                            "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            _write_pins(asset.name, pins)
+            warnings.warn(
+                f"asset '{asset.name}': {f.name} has no registered sha256; pinned its hash "
+                f"{got} on first use in {pins_path(asset.name)}. A later change of this file "
+                "will be refused.",
+                stacklevel=3,
+            )
+            return
+    if pin["sha256"] != got:
+        raise ChecksumMismatchError(
+            f"asset '{asset.name}': {path} has sha256 {got}, but {pin['sha256']} was pinned on "
+            f"first use ({pin.get('pinned_at', '?')}, {pin.get('path', '?')}). The file changed. "
+            f"If the new file is intended, run 'speechqe models verify {asset.name} --repin'."
+        )
+
+
+def unpin(name: str) -> None:
+    """Forget the first-use hashes of asset ``name`` (the next use pins again)."""
+    pins_path(name).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -311,7 +488,7 @@ def download_file(f: AssetFile, dest: Path, *, timeout: float = 60.0) -> Path:
 # ------------------------------------------------------------------------------------------
 _ASSET_KEYS = {
     "name", "source", "files", "description", "package", "package_path", "extra", "format",
-    "licence", "paper", "homepage", "how_to_get", "params",
+    "licence", "paper", "homepage", "how_to_get", "params", "search_dirs",
 }
 _FILE_KEYS = {"sha256", "url", "size"}
 
@@ -328,12 +505,21 @@ def _parse_asset(d: Mapping[str, Any], origin: str) -> Asset:
         bad = set(spec) - _FILE_KEYS
         if bad:
             raise ConfigError(f"{origin}: unknown file keys {sorted(bad)} in {d['name']}")
+        sha = spec.get("sha256")
+        if sha is not None and not _SHA256_RE.match(str(sha)):
+            raise ConfigError(
+                f"{origin}: {d['name']}/{fname}: sha256 must be 64 lower-case hex digits or "
+                f"null (unknown: pinned on first use); got {sha!r}"
+            )
+        if d.get("source") == "url" and not spec.get("url"):
+            raise ConfigError(f"{origin}: {d['name']}/{fname}: a url asset needs a url per file")
         files.append(AssetFile(name=str(fname), **spec))
     if not files:
         raise ConfigError(f"{origin}: asset {d.get('name')!r} lists no files")
-    rest = {k: v for k, v in d.items() if k not in ("files", "params")}
+    rest = {k: v for k, v in d.items() if k not in ("files", "params", "search_dirs")}
     params = tuple(sorted((d.get("params") or {}).items()))
-    return Asset(files=tuple(files), params=params, **rest)
+    search_dirs = tuple(str(x) for x in (d.get("search_dirs") or ()))
+    return Asset(files=tuple(files), params=params, search_dirs=search_dirs, **rest)
 
 
 def catalogue_dir() -> Path:
@@ -374,20 +560,46 @@ def get(name: str) -> Asset:
 
 @dataclass
 class AssetStatus:
+    """What ``speechqe models`` shows for one asset.
+
+    Attributes:
+        present: every file is where the asset would be loaded from.
+        location: that folder (``None`` for a ``local`` asset without an override).
+        checksums: ``'registered'`` (every file has a catalogue sha256), ``'pinned'`` (some
+            have none, and their first-use hashes are pinned) or ``'unpinned'`` (not used yet).
+        problem: the verification error, when ``verify`` found one.
+    """
+
     asset: Asset
     present: bool
     location: Path | None
     problem: str | None = field(default=None)
+    checksums: str = "registered"
+    verified: bool = False
 
 
 def status(asset: Asset, *, verify: bool = False) -> AssetStatus:
-    """Whether ``asset`` is present (and, with ``verify``, whether its checksums match)."""
-    root = asset.candidate_dir()
-    present = asset.is_present()
+    """Whether ``asset`` is present (and, with ``verify``, whether its checksums match:
+    re-hashed from disk, never from the in-process memo)."""
     problem = None
+    try:
+        root = asset.candidate_dir()
+    except AssetError as exc:  # a bad override
+        return AssetStatus(asset, False, None, str(exc))
+    present = asset.is_present()
     if present and verify:
+        with _hash_lock:
+            for f in asset.files:
+                _hash_memo.pop(_memo_key(root / f.name), None)
         try:
             asset.verify(root)
         except AssetError as exc:
             problem = str(exc)
-    return AssetStatus(asset, present, root, problem)
+    if asset.checksums_known:
+        checksums = "registered"
+    else:
+        pins = _read_pins(asset.name)
+        unknown = [f.name for f in asset.files if f.sha256 is None]
+        checksums = "pinned" if all(n in pins for n in unknown) else "unpinned"
+    return AssetStatus(asset, present, root, problem, checksums,
+                       verified=bool(verify and present and problem is None))

@@ -366,6 +366,10 @@ def export(
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
 
 
+from .assets_cli import app as _models_app  # noqa: E402  (sub-app: speechqe models ...)
+
+app.add_typer(_models_app, name="models")
+
 # Rooms' sub-apps (their modules import nothing heavy at module level).
 from speechqe.vocoders.cli import resynth as _resynth, units_app as _units_app  # noqa: E402
 

@@ -178,6 +178,10 @@ class SpeechSet:
         return any(it.ref_path for it in self.items)
 
     @property
+    def has_prompts(self) -> bool:
+        return any(it.prompt_path for it in self.items)
+
+    @property
     def has_text(self) -> bool:
         return any(it.text is not None for it in self.items)
 

@@ -132,6 +132,9 @@ def _error_records(
 def _score_records(item: AudioItem, metric: Metric, key: str, res: ItemScore) -> list[ScoreRecord]:
     out = []
     for o in metric.spec.outputs:
+        if o.name in res.errors:
+            out.append(_record(item, metric, key, o.name, exc=res.errors[o.name], extra=res.extra))
+            continue
         if o.name not in res.values:
             exc = MetricComputationError(f"{metric.spec.name} returned no value for {o.name}")
             out.append(_record(item, metric, key, o.name, exc=exc))
@@ -484,7 +487,10 @@ def plan_metrics(
         params.update(overrides.pop(name, {}))
         registry.create(e.ref, params)  # validate parameters now, not in a worker
         reason = None
-        if cls.spec.needs_reference and not speech_set.has_references:
+        has_target = speech_set.has_references or (
+            cls.spec.prompt_as_reference and speech_set.has_prompts
+        )
+        if cls.spec.needs_reference and not has_target:
             reason = "needs references (--ref DIR or ref_path in the manifest)"
         elif cls.spec.needs_text and not speech_set.has_text:
             reason = "needs transcripts (--text FILE, .txt/.lab beside the audio, or text in the manifest)"

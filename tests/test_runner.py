@@ -160,3 +160,42 @@ def test_ratio_aggregation_is_sum_over_sum(toy_metrics):
     (a, _all) = aggregate(rows)
     assert a.aggregation == "ratio" and a.mean == pytest.approx(10 / 4) and a.n == 2 and a.n_errors == 1
     assert a.ci_low <= a.mean <= a.ci_high
+
+
+def test_one_undefined_output_is_an_error_record_beside_the_others(tmp_path):
+    """ItemScore.errors: one output fails with its reason, the others are stored."""
+    from dataclasses import dataclass  # noqa: F401
+
+    from speechqe.errors import MetricComputationError
+    from speechqe.metrics.base import ItemScore, Metric, MetricSpec, OutputSpec
+
+    class Partial(Metric):
+        spec = MetricSpec(name="partial", version="1", outputs=(
+            OutputSpec("part_a", higher_is_better=True), OutputSpec("part_b", higher_is_better=True)))
+
+        def score_item(self, inp):
+            return ItemScore({"part_a": 1.0}, errors={"part_b": MetricComputationError("undefined here")})
+
+    write_tone(tmp_path / "g" / "u.wav", seed=1)
+    sset = manifest.from_folder(tmp_path / "g")
+    with Store(tmp_path / "s.duckdb") as st:
+        rows = {r["metric"]: r for r in st.results(runner.score(sset, [Partial()], st).run_id)}
+    assert rows["part_a"]["value"] == 1.0 and rows["part_a"]["status"] == "ok"
+    assert rows["part_b"]["status"] == "error" and rows["part_b"]["error"] == "undefined here"
+    assert rows["part_b"]["error_type"] == "metric_failed"
+
+
+def test_prompts_alone_satisfy_a_prompt_as_reference_metric(tmp_path, toy_metrics):
+    import json
+
+    from speechqe.metrics.registry import get
+
+    write_tone(tmp_path / "a.wav", seed=1)
+    write_tone(tmp_path / "p.wav", seed=2)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "a.wav", "prompt_path": "p.wav"}) + "\n")
+    sset = manifest.from_jsonl(tmp_path / "m.jsonl")
+    assert sset.has_prompts and not sset.has_references
+    plan = runner.plan_metrics([SuiteEntry("speaker_sim"), SuiteEntry("toy_snr")], sset, explicit=False)
+    assert [r.ref for r in plan.requests] == ["speaker_sim"]
+    assert get("speaker_sim").spec.prompt_as_reference
+    assert not get("toy_snr").spec.prompt_as_reference

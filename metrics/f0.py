@@ -1,0 +1,55 @@
+"""F0 adapter: RMSE in cents, correlation and V/UV error over aligned WORLD F0 contours."""
+
+from __future__ import annotations
+
+from speechqe.errors import MetricComputationError
+
+from . import world as shared
+from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .functional.f0 import f0_scores
+
+
+class F0(Metric):
+    """F0 accuracy against the reference (pyworld Harvest at 16 kHz, 5 ms frames).
+
+    With ``align='dtw'`` (default) the frames are paired by the DTW path between the two
+    mel-cepstra, the same path (and the same analysis) as ``mcd``, shared per item.
+    """
+
+    Params = shared.AlignedWorldParams
+    spec = MetricSpec(
+        name="f0",
+        version="2",
+        outputs=(
+            OutputSpec("f0_rmse_cents", higher_is_better=False, valid_range=(0.0, None),
+                       unit="cents", description="RMSE of 1200 log2(f_deg / f_ref) over frames "
+                       "voiced in both"),
+            OutputSpec("f0_corr", higher_is_better=True, valid_range=(-1.0, 1.0),
+                       description="Pearson correlation of F0 (Hz) over frames voiced in both"),
+            OutputSpec("vuv_error", higher_is_better=False, valid_range=(0.0, 1.0),
+                       unit="fraction", description="Fraction of aligned frames whose "
+                       "voicing decisions differ"),
+        ),
+        sample_rate=shared.WORLD_RATE,
+        needs_reference=True,
+        min_duration=0.1,
+        kind="intrusive",
+        description="F0 RMSE (cents), F0 correlation and voicing error after alignment",
+        source="pyworld (WORLD Harvest or DIO+StoneMask); DTW on SPTK mel-cepstra",
+        licence="Apache-2.0 (speechqe); WORLD modified-BSD; SPTK BSD",
+    )
+
+    def model_id(self) -> str:
+        return f"{params_id(self.params)}/{shared.world_model_id()}"
+
+    def setup(self) -> None:
+        import pysptk  # noqa: F401
+        import pyworld  # noqa: F401
+
+    def score_item(self, inp: ScoringInput) -> ItemScore:
+        p = self.params
+        pairs = shared.frame_pairs(inp, p, include_c0=False)
+        ref, deg = shared.features(inp, "ref", p), shared.features(inp, "deg", p)
+        s = f0_scores(ref.f0, deg.f0, pairs)
+        errors = {name: MetricComputationError(why) for name, why in s.undefined}
+        return ItemScore(s.values(), extra=s.counts(), errors=errors)

@@ -1,0 +1,80 @@
+"""The metric contracts as data: every metric the suites reference is registered with a
+coherent spec, model-based ones are keyed by their weights, nothing heavy is imported to list
+them, and parameters are validated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from speechqe.errors import ConfigError
+from speechqe.metrics import registry
+
+EXPECTED = {
+    "pesq": ("pesq",),
+    "pesq_nb": ("pesq_nb",),
+    "stoi": ("stoi",),
+    "estoi": ("estoi",),
+    "si_sdr": ("si_sdr",),
+    "mcd": ("mcd",),
+    "f0": ("f0_rmse_cents", "f0_corr", "vuv_error"),
+    "lsd": ("lsd",),
+    "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
+    "distillmos": ("distillmos",),
+    "plcmos": ("plcmos",),
+}
+INTRUSIVE = {"pesq", "pesq_nb", "stoi", "estoi", "si_sdr", "mcd", "f0", "lsd"}
+RATES = {"pesq": 16000, "pesq_nb": 8000, "stoi": 10000, "estoi": 10000, "si_sdr": 16000,
+         "mcd": 16000, "f0": 16000, "lsd": None, "dnsmos": 16000, "distillmos": 16000,
+         "plcmos": 16000}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_registered_with_a_coherent_spec(name):
+    cls = registry.get(name)
+    spec = cls.spec
+    assert spec.name == name
+    assert spec.output_names == EXPECTED[name]
+    assert spec.sample_rate == RATES[name]
+    assert spec.needs_reference == (name in INTRUSIVE)
+    assert spec.kind == ("intrusive" if name in INTRUSIVE else "non-intrusive")
+    assert not spec.needs_text
+    assert spec.source and spec.licence and spec.description and spec.version
+    for out in spec.outputs:
+        assert out.aggregation == "mean"
+        assert out.higher_is_better is not None
+        lo, hi = out.valid_range
+        assert lo is None or hi is None or lo < hi
+    assert spec.extra == ("models" if name in {"dnsmos", "distillmos", "plcmos"} else "")
+    assert spec.batched == (name == "dnsmos")
+
+
+def test_output_names_are_unique_across_metrics():
+    names = [o for n in EXPECTED for o in registry.get(n).spec.output_names]
+    assert len(names) == len(set(names))
+
+
+def test_params_change_the_model_id_and_unknown_keys_are_errors():
+    assert registry.create("si_sdr").model_id() != registry.create(
+        "si_sdr", {"zero_mean": False}).model_id()
+    assert registry.create("mcd").model_id() != registry.create(
+        "mcd", {"include_c0": True}).model_id()
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        registry.create("pesq", {"mode": "nb"})
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        registry.create("dnsmos", {"max_batch": 4})  # a run-time setting, not a parameter
+
+
+def test_listing_metrics_imports_no_heavy_library():
+    code = (
+        "import sys; from speechqe.metrics import registry; "
+        "[c.spec for c in registry.available().values()]; "
+        "[registry.create(n) for n in registry.available()]; "
+        "heavy = ['torch', 'torchaudio', 'onnxruntime', 'librosa', 'pesq', 'pystoi', "
+        "'pyworld', 'pysptk', 'speechmos', 'distillmos', 'scipy']; "
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
