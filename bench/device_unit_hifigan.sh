@@ -29,12 +29,12 @@ $PY bench/train_unit_hifigan.py --corpus "$DATA/ljspeech-32" --units "$DATA/unit
     --codebook "$DATA/codebook-k100.npz" --device cuda --amp bf16 --workers 6 \
     --batch-size 16 --segment-frames 28 --preset v1 --minutes "$MINUTES" --log-every 50 \
     --checkpoint-every 100000 --no-score --out "$OUT/run" 2>&1 | tail -n 40 | tee "$OUT/train.txt"
-# keep logs, config and the resynthesised clips (flat, so they come back); the V1 weights
-# (~56 MB) stay on the device
-mkdir -p "$OUT/wavs"
-cp "$OUT"/run/resynth/*/*.wav "$OUT/wavs/" 2>/dev/null
-cp "$OUT/run/vocoder-v1/train_log.csv" "$OUT/" 2>/dev/null
-rm -rf "$OUT/run/vocoder-v1"/do_* "$OUT/run/vocoder-v1"/g_* "$OUT/run/features" "$OUT"/run/resynth/*/
+# At most 8 files come back: pack logs, config, the resynthesised clips and their manifest into
+# one tar; the V1 weights (~56 MB) stay on the device.
+cp "$OUT/run/summary.json" "$OUT/" 2>/dev/null
+tar -C "$OUT/run" -cf "$OUT/results.tar" --exclude='g_*' --exclude='do_*' --exclude=features \
+    resynth vocoder-v1 2>/dev/null
+rm -rf "$OUT/run"
 if [ "${KMEANS:-1}" = 1 ] && $PY -c "import sklearn" 2>/dev/null; then
   $PY bench/kmeans_backends.py --frames 200000 --dim 384 --k 100 500 --epochs 3 \
       --devices cuda 2>&1 | tee "$OUT/kmeans.txt"

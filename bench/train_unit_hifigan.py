@@ -101,6 +101,8 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--adv-start-step", type=int, default=0)
+    ap.add_argument("--lr-decay-steps", type=int, default=0,
+                    help="decay the lr by 0.999 every N steps (0: per epoch, as HiFi-GAN)")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
@@ -199,7 +201,8 @@ def main(argv=None) -> dict:
                            dur_predictor=(DurationPredictorConfig() if a.dur_predictor else None),
                            **preset["gen"])
     tcfg = TrainConfig(batch_size=a.batch_size, segment_size=a.segment_frames * hop,
-                       learning_rate=a.lr, amp=a.amp, workers=a.workers,
+                       learning_rate=a.lr, lr_decay_steps=a.lr_decay_steps, amp=a.amp,
+                       workers=a.workers,
                        adv_start_step=a.adv_start_step, log_every=a.log_every,
                        checkpoint_every=a.checkpoint_every)
     vcfg = VocoderConfig(generator=gcfg, discriminator=DiscriminatorConfig(**preset["disc"]),

@@ -144,3 +144,11 @@ def test_training_with_quantised_f0_and_speaker_ids(tmp_path):
     u = utts[1]
     wav = voc.synthesize([u.units[:20]], f0=[u.f0[:20]], speakers=[1])[0]
     assert wav.shape == (20 * HOP,) and np.isfinite(wav).all()
+
+
+def test_learning_rate_decays_every_lr_decay_steps(tmp_path):
+    utts = _synthetic_corpus(tmp_path / "wav")
+    cfg = tiny_vocoder(steps_adv=100, learning_rate=1e-3, lr_decay=0.5, lr_decay_steps=2)
+    train(cfg, _dataset(utts, cfg), tmp_path / "run", steps=5)
+    lrs = [float(r["lr"]) for r in _log(tmp_path / "run" / "train_log.csv")]
+    np.testing.assert_allclose(lrs, [1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])

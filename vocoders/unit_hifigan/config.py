@@ -309,6 +309,9 @@ class TrainConfig:
             (ParallelWaveGAN's ``discriminator_train_start_steps``; 0 = HiFi-GAN).
         amp: ``'none'``, ``'bf16'`` or ``'fp16'`` autocast (CUDA only; ``fp16`` uses a grad
             scaler). On CPU it must be ``'none'``.
+        lr_decay, lr_decay_steps: the learning rate is multiplied by ``lr_decay`` every
+            ``lr_decay_steps`` steps (0: once per epoch, HiFi-GAN's schedule; on a corpus of a
+            few clips an epoch is a couple of steps, so set it explicitly there).
         log_every, checkpoint_every: in steps.
     """
 
@@ -318,6 +321,7 @@ class TrainConfig:
     adam_b1: float = 0.8
     adam_b2: float = 0.99
     lr_decay: float = 0.999
+    lr_decay_steps: int = 0
     lambda_mel: float = 45.0
     lambda_fm: float = 2.0
     lambda_adv: float = 1.0

@@ -155,6 +155,7 @@ def train(
     # HiFi-GAN decays the learning rate once per epoch; an "epoch" here is as many steps as
     # it takes to draw each eligible utterance once on average.
     steps_per_epoch = max(1, math.ceil(dataset.eligible.size / tc.batch_size))
+    decay_every = tc.lr_decay_steps or steps_per_epoch
 
     start = 0
     done = steps_in(out, "do")
@@ -265,7 +266,7 @@ def train(
             scaler.step(optim_g)
             scaler.update()
             step += 1
-            if step % steps_per_epoch == 0:
+            if step % decay_every == 0:
                 sched_g.step()
                 if adv:  # the discriminators' schedule starts with them
                     sched_d.step()
