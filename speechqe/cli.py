@@ -384,6 +384,12 @@ from speechqe.predictors.cli import app as _mos_app  # noqa: E402  (light: typer
 
 app.add_typer(_mos_app, name="mos")
 
+# Rooms' sub-apps (their modules import nothing heavy at module level).
+from speechqe.vocoders.cli import resynth as _resynth, units_app as _units_app  # noqa: E402
+
+app.add_typer(_units_app, name="units")
+app.command("resynth")(_resynth)
+
 
 def main() -> None:
     app()

@@ -1,0 +1,210 @@
+"""``speechqe units train|encode`` and ``speechqe resynth`` (typer sub-apps).
+
+Module-level imports stay light (typer, rich): torch and the encoders load inside commands.
+``speechqe/cli.py`` mounts these with ``app.add_typer(units_app, name="units")`` and
+``app.command("resynth")(resynth)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from speechqe.errors import ConfigError, SpeechQEError
+
+app = typer.Typer(help="Speech tokens and token vocoders.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+units_app = typer.Typer(help="K-means speech units: train a codebook, encode a speech set.",
+                        no_args_is_help=True, add_completion=False,
+                        pretty_exceptions_enable=False)
+app.add_typer(units_app, name="units")
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _load_set(path: Path, text: Optional[Path]):
+    from speechqe.manifest import load_speech_set
+
+    return load_speech_set(path, text_file=text)
+
+
+@units_app.command("train")
+def units_train(
+    speech_set: Path = typer.Argument(..., help="folder of audio, .jsonl manifest or SHEET .csv"),
+    out: Path = typer.Option(..., "--out", "-o", help="codebook file (.npz)"),
+    encoder: str = typer.Option("whisper-ct2", help="encoder spec: whisper-ct2, logmel, "
+                                "ssl:<checkpoint>, whisper:<model> ..."),
+    layer: Optional[int] = typer.Option(None, help="hidden-state index (default: last)"),
+    k: int = typer.Option(100, "--k", help="number of units"),
+    epochs: int = typer.Option(5, help="passes over the features"),
+    batch_size: int = typer.Option(10000, help="frames per k-means update"),
+    backend: str = typer.Option("auto", help="auto, torch or sklearn"),
+    max_frames_per_item: Optional[int] = typer.Option(None, help="subsample long items"),
+    device: str = typer.Option("cpu"),
+    cache_dir: Optional[Path] = typer.Option(None, help="feature cache folder"),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Fit a K-means codebook on an encoder layer's features of a speech set."""
+    try:
+        from .features import load_feature_source
+        from .tokenize import train_codebook
+        from .units import KMeansConfig
+
+        sset = _load_set(speech_set, None)
+        src = load_feature_source(encoder, layer, device=device,
+                                  cache_dir=str(cache_dir) if cache_dir else None,
+                                  use_cache=not no_cache)
+        cfg = KMeansConfig(k=k, batch_size=batch_size, epochs=epochs, backend=backend,
+                           device=device, seed=seed)
+        cb = train_codebook(sset, src, cfg, max_frames_per_item=max_frames_per_item)
+        path = cb.save(out)
+    except SpeechQEError as exc:
+        _fail(exc)
+    info = cb.info
+    console.print(
+        f"codebook {path}: k={cb.k}, {cb.encoder} layer {cb.layer}, {cb.frame_rate:g} frames/s, "
+        f"{info['frames']} frames from {info['items']} items, inertia {info['inertia']:.4g}, "
+        f"{info['seconds']:.1f} s ({info['backend']})", highlight=False)
+    for item_id, reason in info.get("skipped", {}).items():
+        console.print(f"[yellow]skipped {item_id}[/]: {reason}", highlight=False)
+
+
+def _bitrate_table(br) -> Table:
+    t = Table(title="unit stream bitrate")
+    for c in ("frame rate", "K", "nominal bps", "entropy bits", "empirical bps",
+              "dedup tok/s", "dedup bps", "+durations bps"):
+        t.add_column(c, justify="right")
+    t.add_row(f"{br.frame_rate:g}", str(br.k), f"{br.nominal_bps:.1f}", f"{br.entropy_bits:.3f}",
+              f"{br.empirical_bps:.1f}", f"{br.dedup_tokens_per_s:.1f}", f"{br.dedup_bps:.1f}",
+              f"{br.dedup_with_durations_bps:.1f}")
+    return t
+
+
+@units_app.command("encode")
+def units_encode(
+    speech_set: Path = typer.Argument(...),
+    codebook: Path = typer.Option(..., "--codebook", "-c"),
+    out: Path = typer.Option(..., "--out", "-o", help="units file (.jsonl)"),
+    encoder: Optional[str] = typer.Option(None, help="encoder spec (default: the codebook's)"),
+    dedup: bool = typer.Option(False, "--dedup", help="run-length deduplicate (keep durations)"),
+    text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts"),
+    device: str = typer.Option("cpu"),
+    cache_dir: Optional[Path] = typer.Option(None),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+) -> None:
+    """Encode a speech set into unit sequences and report the stream's bitrate."""
+    try:
+        from .features import load_feature_source
+        from .tokenize import encode_set
+        from .units import Codebook, bitrate_report, write_units
+
+        cb = Codebook.load(codebook)
+        spec = encoder or cb.info.get("encoder_spec")
+        if not spec:
+            raise ConfigError("the codebook does not name its encoder spec: pass --encoder")
+        src = load_feature_source(spec, cb.layer, device=device,
+                                  cache_dir=str(cache_dir) if cache_dir else None,
+                                  use_cache=not no_cache)
+        sset = _load_set(speech_set, text)
+        res = encode_set(sset, src, cb, dedup=dedup, device=device)
+        write_units(out, res.records, cb, dedup)
+        br = bitrate_report(res.units(), cb.frame_rate, cb.k) if res.records else None
+    except SpeechQEError as exc:
+        _fail(exc)
+    console.print(f"{len(res.records)} unit sequences written to {out}", highlight=False)
+    for item_id, reason in res.errors.items():
+        console.print(f"[yellow]error {item_id}[/]: {reason}", highlight=False)
+    if br is not None:
+        console.print(_bitrate_table(br))
+        Path(str(out) + ".bitrate.json").write_text(json.dumps(br.to_dict(), indent=2))
+
+
+@app.command("resynth")
+def resynth(
+    speech_set: Path = typer.Argument(..., help="the originals (folder, .jsonl or .csv)"),
+    codebook: List[Path] = typer.Option(..., "--codebook", "-c",
+                                        help="one per pair (repeat, aligned with --vocoder)"),
+    vocoder: List[Path] = typer.Option(..., "--vocoder", "-v",
+                                       help="unit HiFi-GAN checkpoint file or folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts (for WER/CER)"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated metrics (default: the "
+                                          "registered ones among WER, CER, MCD, F0, speaker "
+                                          "similarity, DNSMOS, DistillMOS, UTMOS)"),
+    no_score: bool = typer.Option(False, "--no-score", help="only write the waveforms"),
+    dedup: bool = typer.Option(False, "--dedup"),
+    predict_durations: bool = typer.Option(False, "--predict-durations"),
+    db: Optional[Path] = typer.Option(None, help="results store (default: OUT/resynth.duckdb)"),
+    device: str = typer.Option("cpu"),
+    batch_size: int = typer.Option(8),
+    workers: int = typer.Option(1, help="scoring worker processes"),
+) -> None:
+    """Speech set -> units -> waveform -> scores against the originals, one row per
+    tokenizer/vocoder pair with its bitrate."""
+    try:
+        from .features import load_feature_source
+        from .resynth import (
+            ResynthOptions,
+            comparison_table,
+            default_metrics,
+            evaluate,
+            resynthesize,
+        )
+        from .unit_hifigan.infer import UnitVocoder
+        from .units import Codebook
+
+        if len(codebook) != len(vocoder):
+            raise ConfigError("give one --codebook per --vocoder (pairs in order)")
+        sset = _load_set(speech_set, text)
+        outs = []
+        for k, (cb_path, voc_path) in enumerate(zip(codebook, vocoder)):
+            cb = Codebook.load(cb_path)
+            spec = cb.info.get("encoder_spec")
+            if not spec:
+                raise ConfigError(f"{cb_path} does not name its encoder spec")
+            src = load_feature_source(spec, cb.layer, device=device)
+            voc = UnitVocoder.from_checkpoint(voc_path, device=device)
+            opts = ResynthOptions(dedup=dedup or predict_durations,
+                                  durations="predict" if predict_durations else "keep",
+                                  batch_size=batch_size, device=device)
+            res = resynthesize(sset, src, cb, voc, out / f"pair{k}", opts)
+            console.print(f"{res.system}: {len(res.speech_set) - len(res.errors)} written, "
+                          f"{len(res.errors)} errors -> {res.out_dir}", highlight=False)
+            outs.append(res.out_dir)
+        if no_score:
+            return
+        if metrics:
+            names = [m.strip() for m in metrics.split(",") if m.strip()]
+        else:
+            names, missing = default_metrics()
+            if missing:
+                console.print(f"[yellow]not registered, left out:[/] {', '.join(missing)}",
+                              highlight=False)
+            if not names:
+                raise ConfigError("no resynthesis metric is registered; pass --metrics")
+        result = evaluate(outs, names, db or out / "resynth.duckdb", device=device,
+                          workers=workers)
+        rows = comparison_table(result)
+    except SpeechQEError as exc:
+        _fail(exc)
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    t = Table(title=f"resynthesis (run {result['run_id']})")
+    for c in cols:
+        t.add_column(c, justify="right" if c != "system" else "left")
+    for r in rows:
+        t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, ""))
+                    for c in cols])
+    console.print(t)
+    (out / "comparison.json").write_text(json.dumps(rows, indent=2))

@@ -1,0 +1,296 @@
+"""Resynthesis evaluation: speech set -> units -> waveform -> scores against the originals.
+
+:func:`resynthesize` encodes every item with a codebook, vocodes the units and writes the
+waveforms, a manifest (each output item's reference is its original, its transcript the
+original's), the unit sequences and the bitrate report. :func:`evaluate` scores one or more
+such outputs with the metric suites through the runner (:func:`speechqe.runner.score`), and
+:func:`comparison_table` puts quality beside bitrate, one row per tokenizer/vocoder pair.
+
+Output ids are ``<system>/<original id>``, so several pairs fit in one speech set and one store
+run. An item that cannot be resynthesised stays in the manifest with its error (the runner then
+records that error for every metric): it never disappears from the table's counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from speechqe.errors import ConfigError, ItemError
+from speechqe.manifest import AudioItem, SpeechSet, describe_file, from_jsonl
+
+from .features import FeatureSource
+from .tokenize import encode_set
+from .units import (
+    BitrateReport,
+    Codebook,
+    UnitRecord,
+    bitrate_report,
+    deduplicate,
+    write_units,
+)
+
+#: Metrics used by default, in this order, when they are registered: WER/CER (ASR), MCD and F0
+#: (WORLD analysis against the original), speaker similarity, DNSMOS, DistillMOS. Names not in
+#: the registry are left out with a note; MOS predictors are added with ``--metrics``.
+DEFAULT_METRICS = ("wer", "cer", "mcd", "f0", "speaker_sim", "dnsmos", "distillmos")
+
+
+@dataclass(frozen=True)
+class ResynthOptions:
+    """How to resynthesise.
+
+    Attributes:
+        dedup: tokenize to deduplicated units.
+        durations: with ``dedup``: ``'keep'`` the true run lengths, or ``'predict'`` them with
+            the vocoder's duration predictor (the setting of unit-to-speech translation).
+        batch_size: sequences per vocoder forward pass.
+        device: ``cpu`` or ``cuda``.
+        system: the system name of the outputs (default: built from the pair).
+        speaker: speaker id or name for multi-speaker vocoders (default: the item's speaker).
+    """
+
+    dedup: bool = False
+    durations: str = "keep"
+    batch_size: int = 8
+    device: str = "cpu"
+    system: str | None = None
+    speaker: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.durations not in ("keep", "predict"):
+            raise ConfigError("durations must be 'keep' or 'predict'")
+
+
+@dataclass
+class ResynthResult:
+    speech_set: SpeechSet
+    system: str
+    bitrate: BitrateReport
+    errors: dict[str, str] = field(default_factory=dict)
+    out_dir: Path = Path()
+
+
+def system_name(codebook: Codebook, vocoder: Any, opts: ResynthOptions) -> str:
+    enc = re.sub(r"[^A-Za-z0-9.+-]+", "-", "-".join(codebook.encoder.split(":")[:2]))
+    tag = f"{enc}-L{codebook.layer}-k{codebook.k}"
+    if opts.dedup:
+        tag += "-dedup" + ("-pred" if opts.durations == "predict" else "")
+    step = vocoder.meta.get("step")
+    return tag + (f"-hifigan{step}" if step is not None else "-hifigan")
+
+
+def _check_pair(codebook: Codebook, vocoder: Any) -> None:
+    cfg = vocoder.model.cfg
+    if cfg.num_embeddings != codebook.k:
+        raise ConfigError(f"the vocoder has {cfg.num_embeddings} unit embeddings, the codebook "
+                          f"{codebook.k} units")
+    if not math.isclose(cfg.frame_rate, codebook.frame_rate, rel_tol=1e-6):
+        raise ConfigError(f"the vocoder runs at {cfg.frame_rate:g} frames/s, the codebook's "
+                          f"encoder at {codebook.frame_rate:g}")
+    units_meta = vocoder.meta.get("units") or {}
+    fp = units_meta.get("codebook")
+    if fp and fp != codebook.fingerprint():
+        raise ConfigError(f"the vocoder was trained on codebook {fp}, not "
+                          f"{codebook.fingerprint()}")
+
+
+def resynthesize(speech_set: SpeechSet, source: FeatureSource, codebook: Codebook, vocoder: Any,
+                 out_dir: str | Path, opts: ResynthOptions = ResynthOptions()) -> ResynthResult:
+    """Encode, vocode and write ``speech_set``; see the module docstring.
+
+    Args:
+        vocoder: a :class:`~speechqe.vocoders.unit_hifigan.infer.UnitVocoder`.
+        out_dir: receives ``<system>/<id>.wav``, ``manifest.jsonl``, ``units.jsonl``,
+            ``bitrate.json``.
+    """
+    enc = encode_set(speech_set, source, codebook, dedup=opts.dedup, device=opts.device)
+    return vocode_units(speech_set, enc.records, codebook, vocoder, out_dir, opts, enc.errors)
+
+
+def vocode_units(speech_set: SpeechSet, records: Sequence[UnitRecord], codebook: Codebook,
+                 vocoder: Any, out_dir: str | Path, opts: ResynthOptions = ResynthOptions(),
+                 errors: Mapping[str, str] | None = None) -> ResynthResult:
+    """The second half of :func:`resynthesize`, from unit sequences already computed (e.g. a
+    ``units encode`` file): vocode, write, build the manifest. ``records`` are matched to
+    ``speech_set`` items by id; items without a record are kept as errors (``errors`` gives
+    their reasons)."""
+    from speechqe.audio import LoadedAudio
+
+    from .f0 import F0Quantizer, extract_f0
+
+    _check_pair(codebook, vocoder)
+    cfg = vocoder.model.cfg
+    system = opts.system or system_name(codebook, vocoder, opts)
+    out_dir = Path(out_dir)
+    wav_dir = out_dir / system
+    errors = dict(errors or {})
+    ids = {it.id for it in speech_set}
+    records = [r for r in records if r.id in ids]
+    if opts.dedup:
+        records = [r if r.durations is not None else
+                   dataclasses.replace(r, units=deduplicate(r.units)[0],
+                                       durations=deduplicate(r.units)[1]) for r in records]
+    else:
+        records = [dataclasses.replace(r, units=r.frame_units(), durations=None) for r in records]
+    write_units(out_dir / "units.jsonl", records, codebook, opts.dedup)
+    br = bitrate_report([r.frame_units() for r in records], codebook.frame_rate, codebook.k)
+
+    quant = None
+    if cfg.f0 and cfg.f0_quant_num_bin:
+        if "f0_quantizer" not in vocoder.meta:
+            raise ConfigError("this vocoder uses quantised F0 but carries no F0 quantiser")
+        quant = F0Quantizer.from_dict(vocoder.meta["f0_quantizer"])
+    speakers_table = list(vocoder.meta.get("speakers") or [])
+
+    keep: list[int] = []
+    units, durs, f0s, spks = [], [], [], []
+    for i, r in enumerate(records):
+        try:
+            spk = None
+            if cfg.multispkr:
+                if cfg.speaker_embedding_dim:
+                    raise ConfigError("speaker-vector vocoders need speaker vectors; resynth "
+                                      "supports speaker-id vocoders")
+                name = opts.speaker or r.speaker
+                if name is None or (name not in speakers_table and not str(name).isdigit()):
+                    raise ConfigError(f"speaker {name!r} is not one of the vocoder's speakers")
+                spk = speakers_table.index(name) if name in speakers_table else int(name)
+            n_frames = r.frames
+            if opts.dedup and opts.durations == "predict":
+                n_frames = None  # known after prediction; F0 then cannot be aligned
+                if cfg.f0:
+                    raise ConfigError("F0-conditioned vocoders need frame-aligned F0: use "
+                                      "durations='keep'")
+            f0 = None
+            if cfg.f0:
+                x = LoadedAudio.from_file(r.path).at(cfg.sampling_rate)
+                hz = extract_f0(x, cfg.sampling_rate, cfg.frame_rate, n_frames)
+                f0 = quant.quantize(hz, r.speaker) if quant is not None else hz
+        except ItemError as exc:  # the original cannot be read again for its F0
+            errors[r.id] = f"{exc.code}: {exc}"
+            continue
+        keep.append(i)
+        units.append(r.units)
+        durs.append(r.durations)
+        f0s.append(f0)
+        spks.append(spk)
+
+    wavs = vocoder.synthesize(
+        units,
+        durations=durs if (opts.dedup and opts.durations == "keep") else None,
+        predict_durations=(opts.dedup and opts.durations == "predict"),
+        f0=f0s if cfg.f0 else None,
+        speakers=spks if cfg.multispkr else None,
+        batch_size=opts.batch_size,
+    ) if units else []
+
+    import soundfile as sf
+
+    by_id = {it.id: it for it in speech_set}
+    written: dict[str, Path] = {}
+    frame_aligned = not (opts.dedup and opts.durations == "predict")
+    for i, w in zip(keep, wavs):
+        r = records[i]
+        orig = by_id[r.id]
+        if frame_aligned and orig.frames and orig.sample_rate:
+            # Encoders count frames differently at the edges (centred STFT: one more; Whisper:
+            # one fewer): give the output the original's duration, so intrusive metrics compare
+            # equal spans.
+            n = round(orig.frames * cfg.sampling_rate / orig.sample_rate)
+            w = w[:n] if w.size >= n else np.pad(w, (0, n - w.size))
+        path = wav_dir / f"{r.id}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.clip(w, -1.0, 1.0), cfg.sampling_rate, subtype="PCM_16")
+        written[r.id] = path
+    items = []
+    for it in speech_set:
+        common = dict(ref_path=it.path, ref_sha256=it.sha256, text=it.text, speaker=it.speaker,
+                      extra=(("source_id", it.id),))
+        new_id = f"{system}/{it.id}"
+        if it.id in written:
+            items.append(describe_file(written[it.id], item_id=new_id, system=system, **common))
+        else:
+            reason = errors.get(it.id) or (it.error or "not resynthesised")
+            code = reason.split(":", 1)[0] if ":" in reason else "unexpected"
+            items.append(AudioItem(id=new_id, path=str(wav_dir / f"{it.id}.wav"), system=system,
+                                   error_type=code if re.fullmatch(r"[a-z_]+", code) else
+                                   "unexpected", error=reason, **common))
+    assert len(items) == len(by_id)
+    out_set = SpeechSet(tuple(items), name=f"resynth-{system}", source=str(out_dir))
+    out_set.to_jsonl(out_dir / "manifest.jsonl")
+    info = {"system": system, "codebook": codebook.header(), "vocoder": vocoder.meta.get("step"),
+            "dedup": opts.dedup, "durations": opts.durations, "errors": errors,
+            "bitrate": br.to_dict()}
+    (out_dir / "bitrate.json").write_text(json.dumps(info, indent=2, default=str))
+    return ResynthResult(out_set, system, br, errors, out_dir)
+
+
+def load_result(out_dir: str | Path) -> tuple[SpeechSet, dict[str, Any]]:
+    """Read back a :func:`resynthesize` output folder: its speech set and bitrate info."""
+    out_dir = Path(out_dir)
+    info_path = out_dir / "bitrate.json"
+    if not info_path.is_file():
+        raise ConfigError(f"{out_dir} is not a resynthesis output (no bitrate.json)")
+    return from_jsonl(out_dir / "manifest.jsonl"), json.loads(info_path.read_text())
+
+
+def default_metrics() -> tuple[list[str], list[str]]:
+    """(registered default metrics, missing ones)."""
+    from speechqe.metrics import registry
+
+    known = registry.available()
+    return ([m for m in DEFAULT_METRICS if m in known],
+            [m for m in DEFAULT_METRICS if m not in known])
+
+
+def evaluate(outputs: Sequence[str | Path], metrics: Sequence[str], db: str | Path, *,
+             device: str = "cpu", workers: int = 1, name: str = "resynthesis",
+             params: Mapping[str, dict] | None = None) -> dict[str, Any]:
+    """Score resynthesis outputs against their originals with the runner.
+
+    Returns ``{"run_id", "aggregates": [Aggregate.as_dict()...], "bitrates": {system: ...},
+    "skipped": [(metric, reason)]}``.
+    """
+    from speechqe import runner, suites
+    from speechqe.aggregate import aggregate
+    from speechqe.store import Store
+
+    sets, bitrates = [], {}
+    for o in outputs:
+        s, info = load_result(o)
+        sets.append(s)
+        bitrates[info["system"]] = info["bitrate"]
+    allset = SpeechSet(tuple(it for s in sets for it in s), name=name,
+                       source=",".join(str(o) for o in outputs))
+    entries = suites.entries_from_list(list(metrics))
+    plan = runner.plan_metrics(entries, allset, explicit=True, overrides=dict(params or {}))
+    with Store(db) as store:
+        res = runner.score(allset, plan.requests, store, device=device, workers=workers,
+                           run_name=name, params={"outputs": [str(o) for o in outputs]})
+        records = store.results(res.run_id)
+    aggs = [a.as_dict() for a in aggregate(records)]
+    return {"run_id": res.run_id, "aggregates": aggs, "bitrates": bitrates,
+            "skipped": list(plan.skipped)}
+
+
+def comparison_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per system: bitrates beside the mean of every metric (``n_errors`` kept)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for system, br in result["bitrates"].items():
+        rows[system] = {"system": system, "nominal_bps": br["nominal_bps"],
+                        "empirical_bps": br["empirical_bps"], "dedup_bps": br["dedup_bps"]}
+    for a in result["aggregates"]:
+        if a["system"] == "ALL" or a["system"] not in rows:
+            continue
+        rows[a["system"]][a["metric"]] = a["mean"]
+        if a["n_errors"]:
+            rows[a["system"]][f"{a['metric']}_errors"] = a["n_errors"]
+    return list(rows.values())
