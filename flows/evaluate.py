@@ -297,8 +297,7 @@ def evaluate_speech_set(
             slots = ensure_gpu_limit(cfg.gpu_slots)
             log.info("GPU scoring: at most %d task(s) at once (tag %s)", slots, GPU_TAG)
             scorer = score_chunk.with_options(tags={GPU_TAG})
-        status, error = "failed", None
-        try:
+        with active.closing():
             failures = []
             for start in range(0, len(active.chunks), cfg.max_in_flight):
                 window = range(start, min(start + cfg.max_in_flight, len(active.chunks)))
@@ -319,15 +318,7 @@ def evaluate_speech_set(
                         f"{len(failures)} scoring task(s) failed (first: {failures[0]}); "
                         "the committed chunks are kept, a rerun scores the rest"
                     ) from failures[0]
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            result = active.finish(status, error)
+        result = active.result
 
         summary: dict[str, Any] = {
             "run_id": result.run_id, "status": result.status, "n_items": result.n_items,

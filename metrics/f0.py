@@ -5,11 +5,11 @@ from __future__ import annotations
 from speechqe.errors import MetricComputationError
 
 from . import world as shared
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .base import ItemScore, MetricSpec, OutputSpec, ScoringInput
 from .functional.f0 import f0_scores
 
 
-class F0(Metric):
+class F0(shared.WorldMetric):
     """F0 accuracy against the reference (pyworld Harvest at 16 kHz, 5 ms frames).
 
     With ``align='dtw'`` (default) the frames are paired by the DTW path between the two
@@ -38,13 +38,6 @@ class F0(Metric):
         source="pyworld (WORLD Harvest or DIO+StoneMask); DTW on SPTK mel-cepstra",
         licence="Apache-2.0 (speechqe); WORLD modified-BSD; SPTK BSD",
     )
-
-    def model_id(self) -> str:
-        return f"{params_id(self.params)}/{shared.world_model_id()}"
-
-    def setup(self) -> None:
-        import pysptk  # noqa: F401
-        import pyworld  # noqa: F401
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
         p = self.params

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import world as shared
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .base import ItemScore, MetricSpec, OutputSpec, ScoringInput
 from .functional import mcd as F
 
 
@@ -17,7 +17,7 @@ class McdParams(shared.AlignedWorldParams):
     include_c0: bool = False
 
 
-class Mcd(Metric):
+class Mcd(shared.WorldMetric):
     """MCD (dB) over the DTW-aligned frames of the signal and its reference: c_1..c_24 of the
     SPTK mel-cepstrum of the WORLD envelope, 16 kHz, alpha 0.41 (see ``docs/metrics.md``)."""
 
@@ -37,13 +37,6 @@ class Mcd(Metric):
         source="pyworld (WORLD Harvest + CheapTrick) + pysptk sp2mc; own DTW",
         licence="Apache-2.0 (speechqe); WORLD modified-BSD; SPTK BSD",
     )
-
-    def model_id(self) -> str:
-        return f"{params_id(self.params)}/{shared.world_model_id()}"
-
-    def setup(self) -> None:
-        import pysptk  # noqa: F401
-        import pyworld  # noqa: F401
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
         p = self.params

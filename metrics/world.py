@@ -3,7 +3,7 @@
 Both metrics read the signal's and the reference's WORLD features, and the DTW path between
 their mel-cepstra, through :meth:`ScoringInput.cached` under keys built from the analysis
 settings, so with equal settings (the defaults) each item is analysed once and aligned once
-whichever of the two metrics runs first. This module defines no metric.
+whichever of the two metrics runs first. This module defines no metric (:class:`WorldMetric` is their common base).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import ScoringInput
+from .base import Metric, ScoringInput, params_id
 from .functional import mcd as mcd_core
 from .functional import world
 from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
@@ -91,3 +91,15 @@ def frame_pairs(inp: ScoringInput, p: AlignedWorldParams, include_c0: bool = Fal
 def world_model_id() -> str:
     """Library versions that determine the analysis."""
     return f"pyworld-{lib_version('pyworld')}/pysptk-{lib_version('pysptk')}"
+
+
+class WorldMetric(Metric):
+    """Base of the metrics computed from the shared WORLD analysis (``mcd``, ``f0``): their
+    identity includes the WORLD/SPTK library versions, and setup checks both are installed."""
+
+    def model_id(self) -> str:
+        return f"{params_id(self.params)}/{world_model_id()}"
+
+    def setup(self) -> None:
+        import pysptk  # noqa: F401
+        import pyworld  # noqa: F401

@@ -27,10 +27,11 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import assets
 from .audio import LoadedAudio
@@ -442,6 +443,7 @@ class ActiveRun:
     on_progress: Callable[[Progress], None] | None = None
     close_metrics: bool = True
     status: str = "running"
+    result: RunResult | None = None
 
     @property
     def n_reused(self) -> int:
@@ -465,6 +467,24 @@ class ActiveRun:
         prog.errors += sum(1 for r in res.records if r.status == "error")
         if self.on_progress:
             self.on_progress(prog)
+
+    @contextmanager
+    def closing(self) -> Iterator["ActiveRun"]:
+        """Finish the run when the block ends: ``finished``; ``interrupted`` on Ctrl-C;
+        ``failed`` with the exception's type and message otherwise (re-raised). The summary is
+        then in :attr:`result`."""
+        status, error = "failed", None
+        try:
+            yield self
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.result = self.finish(status, error)
 
     def finish(self, status: str, error: str | None = None) -> RunResult:
         """Close the run with ``status`` (``finished``/``interrupted``/``failed``)."""
@@ -607,23 +627,13 @@ def score(
         retry_errors=retry_errors, run_name=run_name, suite=suite, params=params,
         progress=progress,
     )
-    status, error = "failed", None
-    try:
+    with run.closing():
         if workers == 1 or len(run.chunks) <= 1:
             for k in range(len(run.chunks)):
                 run.commit(score_work(run.work(k), run.metrics))
         else:
             _score_parallel(run, device, workers)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        result = run.finish(status, error)
-    return result
+    return run.result
 
 
 def _score_parallel(run: ActiveRun, device: str, workers: int) -> None:
