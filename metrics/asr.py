@@ -116,11 +116,6 @@ class _ASRMetric(Metric):
                 out.append(exc)
         return out
 
-    def score_item(self, inp: ScoringInput) -> ItemScore:
-        res = self.score_batch([inp])[0]
-        if isinstance(res, ItemError):
-            raise res
-        return res
 
     def score_hypothesis(self, text: str, hypothesis: str) -> ItemScore:
         """Edit counts and rates of ``hypothesis`` against the intended ``text``."""

@@ -245,8 +245,29 @@ class Metric(ABC):
                 )
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
-        """Score one item. Raise an :class:`ItemError` subclass for bad input."""
-        raise NotImplementedError
+        """Score one item. Raise an :class:`ItemError` subclass for bad input.
+
+        Batched metrics implement :meth:`score_batch` only; this then scores a batch of one."""
+        if type(self).score_batch is Metric.score_batch:
+            raise NotImplementedError(f"{type(self).__name__} implements neither score_item nor score_batch")
+        res = self.score_batch([inp])[0]
+        if isinstance(res, ItemError):
+            raise res
+        return res
+
+    def checked(self, inputs: Sequence[ScoringInput]) -> tuple[list[ItemResult | None], list[int]]:
+        """Run :meth:`check_input` on each input. Returns a result list aligned with
+        ``inputs`` holding the failures (``None`` elsewhere) and the indices that passed, which a
+        batched metric then scores together and fills in."""
+        out: list[ItemResult | None] = [None] * len(inputs)
+        ok: list[int] = []
+        for i, inp in enumerate(inputs):
+            try:
+                self.check_input(inp)
+                ok.append(i)
+            except ItemError as exc:
+                out[i] = exc
+        return out, ok
 
     def score_batch(self, inputs: Sequence[ScoringInput]) -> list[ItemResult]:
         """Score several items; the result is aligned with ``inputs`` (one entry each, an

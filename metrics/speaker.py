@@ -20,19 +20,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from speechqe.errors import (
-    ItemError,
     MetricComputationError,
     MissingReferenceError,
     SampleRateError,
 )
 from speechqe.speaker.encoders import SAMPLE_RATE, EncoderConfig
 
-from .base import ItemResult, ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
 
 _E = EncoderConfig  # the one place where the encoder defaults live
 _CACHE_SIZE = 4096
@@ -82,7 +80,7 @@ class SpeakerSim(Metric):
         needs_reference=True,
         prompt_as_reference=True,
         device="cuda",
-        batched=True,
+        batched=False,  # one utterance at a time: padding would change embeddings
         min_duration=0.5,
         kind="speaker",
         description="Speaker similarity to the prompt or reference (Resemblyzer GE2E or "
@@ -166,12 +164,3 @@ class SpeakerSim(Metric):
             extra={"target": which, "encoder": self.encoder.model_id},
         )
 
-    def score_batch(self, inputs: Sequence[ScoringInput]) -> list[ItemResult]:
-        # one utterance at a time inside the encoder (padding would change embeddings)
-        out: list[ItemResult] = []
-        for inp in inputs:
-            try:
-                out.append(self.score_item(inp))
-            except ItemError as exc:
-                out.append(exc)
-        return out

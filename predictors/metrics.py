@@ -21,7 +21,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from speechqe.errors import ConfigError, ItemError, MetricComputationError
+from speechqe.errors import ConfigError, MetricComputationError
 from speechqe.metrics.base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
 
 
@@ -116,14 +116,7 @@ class _BundleMetric(Metric):
     def score_batch(self, inputs: Sequence[ScoringInput]):
         from speechqe.encoders import array_sha256
 
-        out: list[ItemScore | ItemError | None] = [None] * len(inputs)
-        ok = []
-        for i, inp in enumerate(inputs):
-            try:
-                self.check_input(inp)
-                ok.append(i)
-            except ItemError as exc:
-                out[i] = exc
+        out, ok = self.checked(inputs)
         if ok:
             sigs = [inputs[i].signal(16000) for i in ok]
             hashes = [inputs[i].item.sha256 or array_sha256(s, 16000) for i, s in zip(ok, sigs)]
@@ -141,11 +134,6 @@ class _BundleMetric(Metric):
                     out[i] = ItemScore({self.spec.name: float(col[j])}, {"component": self.column})
         return out
 
-    def score_item(self, inp: ScoringInput) -> ItemScore:
-        res = self.score_batch([inp])[0]
-        if isinstance(res, ItemError):
-            raise res
-        return res
 
 
 class MOSEnsemble(_BundleMetric):
@@ -213,22 +201,10 @@ class UTMOSStrong(Metric):
     def score_batch(self, inputs: Sequence[ScoringInput]):
         from .ssl_strong.train import predict_strong
 
-        out: list[ItemScore | ItemError | None] = [None] * len(inputs)
-        ok = []
-        for i, inp in enumerate(inputs):
-            try:
-                self.check_input(inp)
-                ok.append(i)
-            except ItemError as exc:
-                out[i] = exc
+        out, ok = self.checked(inputs)
         if ok:
             preds = predict_strong(self.model, [inputs[i].signal(16000) for i in ok])
             for j, i in enumerate(ok):
                 out[i] = ItemScore({"utmos_strong": float(preds[j])})
         return out
 
-    def score_item(self, inp: ScoringInput) -> ItemScore:
-        res = self.score_batch([inp])[0]
-        if isinstance(res, ItemError):
-            raise res
-        return res

@@ -157,7 +157,6 @@ def fetch(
     names: List[str] = typer.Argument(..., help="url assets to download into the cache."),
 ) -> None:
     """Download url assets into the cache (resuming partial files) and verify them."""
-    from speechqe import assets
     from speechqe.errors import SpeechQEError
 
     try:

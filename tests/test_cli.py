@@ -21,7 +21,7 @@ runner = CliRunner()
 
 def _set(tmp_path, n=6):
     for k in range(n):
-        x = write_tone(tmp_path / "gen" / f"sys{k % 2}" / f"u{k}.wav", seconds=0.3, seed=k)
+        write_tone(tmp_path / "gen" / f"sys{k % 2}" / f"u{k}.wav", seconds=0.3, seed=k)
         write_tone(tmp_path / "ref" / f"u{k}.wav", seconds=0.3, seed=k + 100)
     (tmp_path / "gen" / "sys0" / "bad.wav").write_text("not audio")
     (tmp_path / "t.tsv").write_text("".join(f"u{k}\tword {'w ' * k}\n" for k in range(n)))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from .test_compare import HOSTILE_ITEM, HOSTILE_SYSTEM, HOSTILE_TEXT, make_two_runs
+from .test_compare import HOSTILE_ITEM, HOSTILE_SYSTEM, make_two_runs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

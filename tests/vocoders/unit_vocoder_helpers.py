@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from speechqe.vocoders.unit_hifigan.config import (
     DiscriminatorConfig,
-    DurationPredictorConfig,
     GeneratorConfig,
     MelConfig,
     TrainConfig,
