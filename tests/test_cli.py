@@ -140,3 +140,29 @@ def test_sigkill_midway_then_rerun_resumes_exactly(tmp_path, toy_metrics):
     assert full.returncode == 0, full.stderr
     assert _count(killed_db) == (600, 600) == _count(full_db)
     assert _values(killed_db) == _values(full_db)
+
+
+def test_bad_files_with_real_metrics_from_the_cli(tmp_path):
+    """The acceptance folder (corrupt, empty, silent, NaN, text renamed .wav beside good
+    files) through `speechqe score` with real metrics: the run completes, each bad file has
+    error records with its specific reason, each good file is scored."""
+    from test_runner import _bad_folder
+
+    gen, ref = _bad_folder(tmp_path)
+    out = tmp_path / "o.csv"
+    res = runner.invoke(app, ["score", str(gen), "--ref", str(ref), "--metrics",
+                              "si_sdr,stoi,dnsmos", "--db", str(tmp_path / "s.duckdb"),
+                              "--out", str(out), "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["item_id"].split("/")[-1], []).append(r)
+    assert len(rows) == 9 * 6  # 9 files x (si_sdr, stoi, 4 DNSMOS outputs)
+    for k in range(3):
+        assert all(r["status"] == "ok" and r["value"] != "" for r in by[f"good{k}"])
+    expected = {"corrupt": "unreadable", "truncated": "unreadable", "empty": "empty",
+                "silent": "silent", "nan": "non_finite", "notes": "unreadable"}
+    for name, code in expected.items():
+        assert {(r["status"], r["error_type"], r["value"]) for r in by[name]} == {("error", code, "")}, name
