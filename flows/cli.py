@@ -25,17 +25,22 @@ def _params(values: List[str] | None) -> dict:
     return _parse_params(values)
 
 
-def _flows():
-    """The flows module (Prefect is the 'flows' extra)."""
+def load_flows(module: str = "evaluate", command: str = "speechqe evaluate/serve"):
+    """A module of ``speechqe.flows`` (Prefect is the 'flows' extra; imported only here, when
+    a command runs a flow)."""
     try:
         import prefect  # noqa: F401
     except ImportError as exc:
         from speechqe.errors import MissingDependencyError
 
-        raise MissingDependencyError("prefect", "flows", "speechqe evaluate/serve") from exc
-    from . import evaluate
+        raise MissingDependencyError("prefect", "flows", command) from exc
+    import importlib
 
-    return evaluate
+    return importlib.import_module(f"speechqe.flows.{module}")
+
+
+def _flows():
+    return load_flows("evaluate")
 
 
 def _thresholds(values: List[str] | None) -> dict[str, float]:

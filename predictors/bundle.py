@@ -46,6 +46,27 @@ def bundle_hash(folder: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """A bundle's ``bundle.json`` (format and version checked), without loading any model.
+
+    Raises:
+        ConfigError: no ``bundle.json``, another format, or a newer format version.
+    """
+    folder = Path(folder)
+    meta_path = folder / "bundle.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"not a MOS bundle (no bundle.json): {folder}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{meta_path}: not a {FORMAT} file")
+    if int(meta.get("version", 0)) > VERSION:
+        raise ConfigError(
+            f"{folder} is bundle format version {meta['version']}; this speechqe reads up to "
+            f"{VERSION}. Upgrade speechqe."
+        )
+    return meta
+
+
 @dataclass
 class MOSBundle:
     """A loaded bundle: components, the stacking ensemble and metadata."""
@@ -122,16 +143,7 @@ class MOSBundle:
     def load(cls, folder: str | Path, *, device: str = "cpu", cache: FeatureCache | None = None) -> "MOSBundle":
         folder = Path(folder)
         meta_path = folder / "bundle.json"
-        if not meta_path.is_file():
-            raise ConfigError(f"not a MOS bundle (no bundle.json): {folder}")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ConfigError(f"{meta_path}: not a {FORMAT} file")
-        if int(meta.get("version", 0)) > VERSION:
-            raise ConfigError(
-                f"{folder} is bundle format version {meta['version']}; this speechqe reads up to "
-                f"{VERSION}. Upgrade speechqe."
-            )
+        meta = read_meta(folder)
         b = cls(meta=meta, bundle_id=bundle_hash(folder))
         for c in meta["components"]:
             if c["type"] == "strong":

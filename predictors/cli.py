@@ -37,17 +37,27 @@ def train(
     config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML); see docs/mos.md."),
     out: Path = typer.Option(..., "--out", "-o", help="New folder for the bundle."),
     device: Optional[str] = typer.Option(None, "--device", help="Override the config's device (auto, cpu, cuda)."),
+    flow: bool = typer.Option(False, "--flow", help="Run as the train-mos-predictor Prefect flow: a rerun with the same config and data reuses the bundle in --out (see docs/orchestration.md)."),
 ) -> None:
     """Train every configured learner and the stacking ensemble; write a versioned bundle."""
-    from dataclasses import replace
-
-    from .train import load_config, train_bundle
+    from .train import config_base, load_config, train_bundle
 
     try:
-        cfg = load_config(config)
-        if device:
-            cfg = replace(cfg, device=device)
-        bundle = train_bundle(cfg, out, base=config.resolve().parent, say=lambda m: console.print(m, highlight=False))
+        cfg = load_config(config, device=device)  # fails fast, before Prefect starts
+        if flow:
+            from speechqe.flows.cli import load_flows
+
+            summary = load_flows("train", "speechqe mos train --flow").train_mos_predictor(
+                config=str(config), out=str(out), device=device)
+            from .bundle import read_meta
+
+            if summary["status"] == "reused":
+                console.print(f"{out} already holds this config's bundle (same training data): "
+                              "not retrained", highlight=False)
+            _print_report(read_meta(out)["report"])
+            console.print(f"bundle {summary['bundle_id']}: {out}", highlight=False)
+            return
+        bundle = train_bundle(cfg, out, base=config_base(config), say=lambda m: console.print(m, highlight=False))
     except SpeechQEError as exc:
         _fail(exc)
     _print_report(bundle.meta["report"])

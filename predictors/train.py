@@ -16,7 +16,9 @@ keys are errors). The flow:
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +29,7 @@ import numpy as np
 from speechqe.encoders import FeatureCache, load_encoder
 from speechqe.errors import ConfigError, ItemError
 
-from .bundle import MOSBundle
+from .bundle import MOSBundle, bundle_hash, read_meta
 from .components import (
     StrongComponent, StrongSpec, WeakComponent, WhisperComponent, WhisperSpec, fit_learner,
     with_score_range,
@@ -87,10 +89,30 @@ class MOSTrainConfig:
             raise ConfigError("configure at least one learner (strong, whisper or weak.features)")
         if self.weak.features and not self.weak.learners:
             raise ConfigError("weak.features given but weak.learners is empty")
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
 
 
-def load_config(path: str | Path) -> MOSTrainConfig:
-    return from_mapping(MOSTrainConfig, load_yaml(path), "config")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+#: Config keys that say how a bundle is trained or reported, not what it learns: a finished
+#: bundle is reused whatever their values (the training data is compared by content hash).
+_RUN_KEYS = ("train", "valid", "device", "cache")
+
+
+def load_config(path: str | Path, *, device: str | None = None) -> MOSTrainConfig:
+    """Read a training config (YAML); ``device`` overrides its ``device``."""
+    cfg = from_mapping(MOSTrainConfig, load_yaml(path), "config")
+    return replace(cfg, device=device) if device else cfg
+
+
+def config_base(path: str | Path) -> Path:
+    """The folder a config's relative data paths are resolved against: the config's own."""
+    return Path(path).resolve().parent
+
+
+def uses_gpu(cfg: MOSTrainConfig) -> bool:
+    """Whether training ``cfg`` here will occupy a GPU (``auto`` resolved on this machine)."""
+    return resolve_device(cfg.device).startswith("cuda")
 
 
 def resolve_device(device: str) -> str:
@@ -118,12 +140,15 @@ def train_bundle(
     *,
     base: Path | None = None,
     train_set=None,
+    validate: bool = True,
     say: Callable[[str], None] = lambda m: log.info(m),
 ) -> MOSBundle:
     """Train everything ``cfg`` describes and write the bundle to ``out``.
 
     ``train_set``: an already-built :class:`~speechqe.manifest.SpeechSet` instead of
-    ``cfg.train`` (used by the degraded-corpus acceptance set).
+    ``cfg.train`` (used by the degraded-corpus acceptance set). ``validate``: evaluate the
+    finished bundle on ``cfg.valid`` (:func:`validate_bundle`) before returning; an
+    orchestrator that runs that step on its own passes ``False``.
     """
     t_start = time.time()
     _say = say
@@ -260,19 +285,138 @@ def train_bundle(
     import shutil
 
     shutil.rmtree(work_root, ignore_errors=True)
-    if cfg.valid is not None:
-        vset = load_data(cfg.valid, base=base)
-        ev = evaluate_bundle(bundle, vset, bank=AudioBank(16000))
-        bundle.meta["report"]["valid"] = ev
-        import json
-
-        (out / "bundle.json").write_text(json.dumps(bundle.meta, indent=1, default=str), encoding="utf-8")
-        from .bundle import bundle_hash
-
-        bundle.bundle_id = bundle_hash(out)
-        say(f"validation ({len(vset)} items): ensemble utterance SRCC {ev['ensemble']['utterance']['SRCC']:.3f}")
+    if validate and cfg.valid is not None:
+        validate_bundle(cfg, out, base=base, bundle=bundle, say=say)
     say(f"bundle written to {out} ({bundle.bundle_id})")
     return bundle
+
+
+def finished_bundle(cfg: MOSTrainConfig, out: str | Path, *, base: Path | None = None,
+                    train_set=None) -> dict[str, Any] | None:
+    """The metadata of the bundle already in ``out`` when it is what training ``cfg`` would
+    write again, so training can be skipped; ``None`` when ``out`` holds no finished bundle
+    (an interrupted run leaves none: the bundle is written last, its checkpoints resume).
+
+    "The same" means the same training data (content hash over ids, audio hashes and labels,
+    not paths) and the same learners, folds and stacking; ``device``, ``cache`` and the data
+    paths may differ.
+
+    Raises:
+        ConfigError: ``out`` is a file, or holds a bundle trained on other data or with another
+            configuration (bundles are never overwritten: choose a new folder).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a bundle folder")
+    if not (out / "bundle.json").is_file():
+        return None
+    meta = read_meta(out)
+    try:
+        had_hash = meta["training_data"]["content_hash"]
+        had_cfg = dict(meta["config"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{out}/bundle.json: no training record ({exc})") from None
+    sset = train_set if train_set is not None else load_data(cfg.train, base=base or Path.cwd())
+    if had_hash != sset.content_hash():
+        raise ConfigError(
+            f"{out} holds a bundle trained on other data (content hash {had_hash[:12]}, now "
+            f"{sset.content_hash()[:12]}); choose a new folder for the new bundle"
+        )
+    now = json.loads(json.dumps(to_plain(cfg), default=str))
+    diff = sorted(k for k in set(now) | set(had_cfg)
+                  if k not in _RUN_KEYS and now.get(k) != had_cfg.get(k))
+    if diff:
+        raise ConfigError(
+            f"{out} holds a bundle trained with another configuration (differs in "
+            f"{', '.join(diff)}); choose a new folder for the new bundle"
+        )
+    return meta
+
+
+def validate_bundle(cfg: MOSTrainConfig, out: str | Path, *, base: Path | None = None,
+                    bundle: MOSBundle | None = None,
+                    say: Callable[[str], None] = lambda m: log.info(m)) -> dict[str, Any] | None:
+    """Evaluate the bundle in ``out`` on ``cfg.valid`` and record the metrics in its
+    ``bundle.json`` (``report.valid``, with the data's content hash in ``report.valid_data``).
+
+    A bundle is validated once: when ``report.valid`` exists for the same validation data it
+    is returned as recorded (a rerun does not predict again). Returns ``None`` without
+    ``cfg.valid``.
+
+    Raises:
+        ConfigError: the recorded validation used other data (evaluate the bundle on the new
+            data with ``speechqe mos evaluate``; its folder is not rewritten).
+    """
+    if cfg.valid is None:
+        return None
+    out = Path(out)
+    base = base or Path.cwd()
+    vset = load_data(cfg.valid, base=base)
+    meta_path = out / "bundle.json"
+    meta = read_meta(out)
+    report = meta.setdefault("report", {})
+    had = (report.get("valid_data") or {}).get("content_hash")
+    if "valid" in report:
+        if had is not None and had != vset.content_hash():
+            raise ConfigError(
+                f"{out} was validated on other data (content hash {had[:12]}); evaluate it on "
+                "the new data with 'speechqe mos evaluate'"
+            )
+        return report["valid"]
+    if bundle is None:
+        bundle = MOSBundle.load(out, device=resolve_device(cfg.device), cache=_cache(cfg, base))
+    ev = evaluate_bundle(bundle, vset, bank=AudioBank(16000))
+    report["valid"] = ev
+    report["valid_data"] = {"name": vset.name, "source": vset.source,
+                            "content_hash": vset.content_hash(), "n_items": len(vset)}
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    tmp.replace(meta_path)
+    bundle.meta = meta
+    bundle.bundle_id = bundle_hash(out)
+    say(f"validation ({len(vset)} items): ensemble utterance SRCC {ev['ensemble']['utterance']['SRCC']:.3f}")
+    return ev
+
+
+def report_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics recorded in a bundle's report as rows: every learner's and stage-2
+    learner's out-of-fold metrics on the training set, then the validation metrics of every
+    column and the ensemble (when validated). Keys: ``data``, ``learner``, ``n_items`` and
+    ``utt_MSE``, ``utt_LCC``, ``utt_SRCC``, ``utt_KTAU``, ``sys_SRCC``."""
+    report = meta.get("report") or {}
+    rows = []
+    parts = [("train (out-of-fold)", k, v) for k, v in (report.get("oof") or {}).items()]
+    parts += [("train (out-of-fold)", f"stage2 {k}", v) for k, v in (report.get("stage2_oof") or {}).items()]
+    parts += [("valid", k, v) for k, v in (report.get("valid") or {}).items()]
+    for data, name, ev in parts:
+        u, s = ev["utterance"], ev["system"]
+        rows.append({"data": data, "learner": name, "n_items": ev.get("n_items"),
+                     **{f"utt_{m}": u[m] for m in ("MSE", "LCC", "SRCC", "KTAU")},
+                     "sys_SRCC": s["SRCC"]})
+    return rows
+
+
+def report_markdown(meta: dict[str, Any], location: str | None = None) -> str:
+    """A bundle's report (:func:`report_rows`) as a markdown table, headed by the bundle's
+    training data and, when given, its ``location``."""
+    td = meta.get("training_data") or {}
+    lines = [f"### MOS bundle{f' `{location}`' if location else ''}", "",
+             f"Trained {meta.get('created', '?')} on {td.get('n_items', '?')} items "
+             f"({td.get('n_excluded', 0)} excluded) of `{td.get('name', '?')}` "
+             f"(content hash `{str(td.get('content_hash', '?'))[:12]}`), speechqe "
+             f"{meta.get('speechqe_version', '?')}.", "",
+             "| data | learner | items | utt MSE | utt LCC | utt SRCC | utt KTAU | sys SRCC |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def num(x):
+        return "NaN" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+    for r in report_rows(meta):
+        name = r["learner"].replace("|", "\\|").replace("_", "\\_")
+        lines.append(f"| {r['data']} | {name} | {r['n_items'] if r['n_items'] is not None else ''} | "
+                     + " | ".join(num(r[k]) for k in ("utt_MSE", "utt_LCC", "utt_SRCC", "utt_KTAU", "sys_SRCC"))
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def predict_set(bundle: MOSBundle, sset, *, bank: AudioBank | None = None, columns=None, ensemble=True):

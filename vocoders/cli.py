@@ -150,53 +150,58 @@ def resynth(
     device: str = typer.Option("cpu"),
     batch_size: int = typer.Option(8),
     workers: int = typer.Option(1, help="scoring worker processes"),
+    flow: bool = typer.Option(False, "--flow", help="run as the resynthesis-eval Prefect flow: "
+                              "a rerun vocodes and scores only what changed (see "
+                              "docs/orchestration.md)"),
 ) -> None:
     """Speech set -> units -> waveform -> scores against the originals, one row per
     tokenizer/vocoder pair with its bitrate."""
     try:
-        from .features import load_feature_source
         from .resynth import (
+            COMPARISON_NAME,
+            STORE_NAME,
             ResynthOptions,
+            check_pairs,
+            choose_metrics,
             comparison_table,
-            default_metrics,
             evaluate,
+            load_pair,
+            pair_dir,
             resynthesize,
         )
-        from .unit_hifigan.infer import UnitVocoder
-        from .units import Codebook
 
         if len(codebook) != len(vocoder):
             raise ConfigError("give one --codebook per --vocoder (pairs in order)")
-        sset = _load_set(speech_set, text)
-        outs = []
-        for k, (cb_path, voc_path) in enumerate(zip(codebook, vocoder)):
-            cb = Codebook.load(cb_path)
-            spec = cb.info.get("encoder_spec")
-            if not spec:
-                raise ConfigError(f"{cb_path} does not name its encoder spec")
-            src = load_feature_source(spec, cb.layer, device=device)
-            voc = UnitVocoder.from_checkpoint(voc_path, device=device)
-            opts = ResynthOptions(dedup=dedup or predict_durations,
-                                  durations="predict" if predict_durations else "keep",
-                                  batch_size=batch_size, device=device)
-            res = resynthesize(sset, src, cb, voc, out / f"pair{k}", opts)
-            console.print(f"{res.system}: {len(res.speech_set) - len(res.errors)} written, "
-                          f"{len(res.errors)} errors -> {res.out_dir}", highlight=False)
-            outs.append(res.out_dir)
-        if no_score:
-            return
-        if metrics:
-            names = [m.strip() for m in metrics.split(",") if m.strip()]
+        check_pairs(codebook, vocoder)
+        names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+        if flow:
+            if no_score or workers != 1:
+                raise ConfigError("--flow always scores, on the flow's task runner: drop "
+                                  "--no-score and --workers")
+            result, rows = _resynth_flow(speech_set, codebook, vocoder, out, text, names, dedup,
+                                         predict_durations, db, device, batch_size)
         else:
-            names, missing = default_metrics()
+            sset = _load_set(speech_set, text)
+            outs = []
+            for k, (cb_path, voc_path) in enumerate(zip(codebook, vocoder)):
+                cb, src, voc = load_pair(cb_path, voc_path, device=device)
+                opts = ResynthOptions(dedup=dedup or predict_durations,
+                                      durations="predict" if predict_durations else "keep",
+                                      batch_size=batch_size, device=device)
+                res = resynthesize(sset, src, cb, voc, pair_dir(out, k), opts)
+                console.print(f"{res.system}: {len(res.speech_set) - len(res.errors)} written, "
+                              f"{len(res.errors)} errors -> {res.out_dir}", highlight=False)
+                outs.append(res.out_dir)
+            if no_score:
+                return
+            names, missing = choose_metrics(names)
             if missing:
                 console.print(f"[yellow]not registered, left out:[/] {', '.join(missing)}",
                               highlight=False)
-            if not names:
-                raise ConfigError("no resynthesis metric is registered; pass --metrics")
-        result = evaluate(outs, names, db or out / "resynth.duckdb", device=device,
-                          workers=workers)
-        rows = comparison_table(result)
+            result = evaluate(outs, names, db or out / STORE_NAME, device=device,
+                              workers=workers)
+            rows = comparison_table(result)
+            (out / COMPARISON_NAME).write_text(json.dumps(rows, indent=2))
     except SpeechQEError as exc:
         _fail(exc)
     cols = list(dict.fromkeys(c for r in rows for c in r))
@@ -207,4 +212,22 @@ def resynth(
         t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, ""))
                     for c in cols])
     console.print(t)
-    (out / "comparison.json").write_text(json.dumps(rows, indent=2))
+
+
+def _resynth_flow(speech_set, codebook, vocoder, out, text, metrics, dedup, predict_durations,
+                  db, device, batch_size):
+    """Run the resynthesis-eval flow (it writes comparison.json); print each pair's status."""
+    from speechqe.flows.cli import load_flows
+
+    summary = load_flows("resynthesis", "speechqe resynth --flow").resynthesis_eval(
+        source=str(speech_set), codebooks=[str(c) for c in codebook],
+        vocoders=[str(v) for v in vocoder], out=str(out), store=str(db) if db else None,
+        metrics=metrics, transcripts=str(text) if text else None, device=device, dedup=dedup,
+        predict_durations=predict_durations, batch_size=batch_size,
+    )
+    for p in summary["pairs"]:
+        console.print(f"{p['system']}: {p['status']}, {p['n_items'] - p['n_errors']} written, "
+                      f"{p['n_errors']} errors -> {p['out']}", highlight=False)
+    console.print(f"scored {summary['n_scored_items']} items, reused "
+                  f"{summary['n_reused_items']} (store {summary['store']})", highlight=False)
+    return {"run_id": summary["run_id"]}, summary["comparison"]

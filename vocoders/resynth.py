@@ -42,6 +42,13 @@ from .units import (
 #: the registry are left out with a note; MOS predictors are added with ``--metrics``.
 DEFAULT_METRICS = ("wer", "cer", "mcd", "f0", "speaker_sim", "dnsmos", "distillmos")
 
+#: File names under a resynthesis output folder (``speechqe resynth -o OUT`` and the
+#: ``resynthesis-eval`` flow): the results store when none is given, the manifest of every
+#: pair's outputs, the comparison table.
+STORE_NAME = "resynth.duckdb"
+MANIFEST_NAME = "resynthesis.jsonl"
+COMPARISON_NAME = "comparison.json"
+
 
 @dataclass(frozen=True)
 class ResynthOptions:
@@ -67,6 +74,13 @@ class ResynthOptions:
     def __post_init__(self) -> None:
         if self.durations not in ("keep", "predict"):
             raise ConfigError("durations must be 'keep' or 'predict'")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {self.batch_size})")
+
+    def identity(self) -> dict[str, Any]:
+        """The options that change the waveforms (not batch size, which never does, nor the
+        device)."""
+        return {"dedup": self.dedup, "durations": self.durations, "speaker": self.speaker}
 
 
 @dataclass
@@ -88,14 +102,19 @@ def system_name(codebook: Codebook, vocoder: Any, opts: ResynthOptions) -> str:
 
 
 def _check_pair(codebook: Codebook, vocoder: Any) -> None:
-    cfg = vocoder.model.cfg
+    _check_compatible(codebook, vocoder.model.cfg, vocoder.meta)
+
+
+def _check_compatible(codebook: Codebook, cfg: Any, meta: Mapping[str, Any]) -> None:
+    """Refuse a vocoder (its :class:`GeneratorConfig` and speechqe metadata) whose units are
+    not the codebook's."""
     if cfg.num_embeddings != codebook.k:
         raise ConfigError(f"the vocoder has {cfg.num_embeddings} unit embeddings, the codebook "
                           f"{codebook.k} units")
     if not math.isclose(cfg.frame_rate, codebook.frame_rate, rel_tol=1e-6):
         raise ConfigError(f"the vocoder runs at {cfg.frame_rate:g} frames/s, the codebook's "
                           f"encoder at {codebook.frame_rate:g}")
-    units_meta = vocoder.meta.get("units") or {}
+    units_meta = meta.get("units") or {}
     fp = units_meta.get("codebook")
     if fp and fp != codebook.fingerprint():
         raise ConfigError(f"the vocoder was trained on codebook {fp}, not "
@@ -227,7 +246,8 @@ def vocode_units(speech_set: SpeechSet, records: Sequence[UnitRecord], codebook:
     out_set = SpeechSet(tuple(items), name=f"resynth-{system}", source=str(out_dir))
     out_set.to_jsonl(out_dir / "manifest.jsonl")
     info = {"system": system, "codebook": codebook.header(), "vocoder": vocoder.meta.get("step"),
-            "dedup": opts.dedup, "durations": opts.durations, "errors": errors,
+            "vocoder_id": getattr(vocoder, "checkpoint_id", ""),
+            "source_hash": speech_set.content_hash(), **opts.identity(), "errors": errors,
             "bitrate": br.to_dict()}
     (out_dir / "bitrate.json").write_text(json.dumps(info, indent=2, default=str))
     return ResynthResult(out_set, system, br, errors, out_dir)
@@ -251,6 +271,31 @@ def default_metrics() -> tuple[list[str], list[str]]:
             [m for m in DEFAULT_METRICS if m not in known])
 
 
+def load_outputs(outputs: Sequence[str | Path], name: str = "resynthesis"
+                 ) -> tuple[SpeechSet, dict[str, Any]]:
+    """Several :func:`resynthesize` outputs as one speech set (ids ``<system>/<id>``, each
+    item's reference its original) and their bitrate reports by system."""
+    sets, bitrates = [], {}
+    for o in outputs:
+        s, info = load_result(o)
+        sets.append(s)
+        bitrates[info["system"]] = info["bitrate"]
+    allset = SpeechSet(tuple(it for s in sets for it in s), name=name,
+                       source=",".join(str(o) for o in outputs))
+    return allset, bitrates
+
+
+def combine_outputs(outputs: Sequence[str | Path], path: str | Path,
+                    name: str = "resynthesis") -> Path:
+    """Write the :func:`load_outputs` set as one manifest (read back as it is, hashes
+    included), so any evaluation, e.g. the ``evaluate-speech-set`` flow, scores every pair in
+    one run with the ids :func:`evaluate` uses."""
+    allset, _ = load_outputs(outputs, name)
+    path = Path(path)
+    allset.to_jsonl(path)
+    return path
+
+
 def evaluate(outputs: Sequence[str | Path], metrics: Sequence[str], db: str | Path, *,
              device: str = "cpu", workers: int = 1, name: str = "resynthesis",
              params: Mapping[str, dict] | None = None) -> dict[str, Any]:
@@ -260,25 +305,37 @@ def evaluate(outputs: Sequence[str | Path], metrics: Sequence[str], db: str | Pa
     "skipped": [(metric, reason)]}``.
     """
     from speechqe import runner, suites
-    from speechqe.aggregate import aggregate
     from speechqe.store import Store
 
-    sets, bitrates = [], {}
-    for o in outputs:
-        s, info = load_result(o)
-        sets.append(s)
-        bitrates[info["system"]] = info["bitrate"]
-    allset = SpeechSet(tuple(it for s in sets for it in s), name=name,
-                       source=",".join(str(o) for o in outputs))
+    allset, bitrates = load_outputs(outputs, name)
     entries = suites.entries_from_list(list(metrics))
     plan = runner.plan_metrics(entries, allset, explicit=True, overrides=dict(params or {}))
     with Store(db) as store:
         res = runner.score(allset, plan.requests, store, device=device, workers=workers,
                            run_name=name, params={"outputs": [str(o) for o in outputs]})
-        records = store.results(res.run_id)
-    aggs = [a.as_dict() for a in aggregate(records)]
-    return {"run_id": res.run_id, "aggregates": aggs, "bitrates": bitrates,
-            "skipped": list(plan.skipped)}
+        result = run_result(store, res.run_id, outputs)
+    return {**result, "skipped": list(plan.skipped)}
+
+
+def run_result(store: Any, run_id: str, outputs: Sequence[str | Path]) -> dict[str, Any]:
+    """The aggregates of a stored run that scored ``outputs`` (by :func:`evaluate` or any
+    evaluation of their :func:`combine_outputs` manifest) beside their bitrates:
+    ``{"run_id", "aggregates", "bitrates"}``, the input of :func:`comparison_table`.
+
+    Args:
+        store: a :class:`~speechqe.store.Store` or the path of one (opened read-only).
+    """
+    from speechqe.aggregate import aggregate
+    from speechqe.store import Store
+
+    if isinstance(store, (str, Path)):
+        with Store(store, read_only=True) as st:
+            records = st.results(run_id)
+    else:
+        records = store.results(run_id)
+    _, bitrates = load_outputs(outputs)
+    return {"run_id": run_id, "aggregates": [a.as_dict() for a in aggregate(records)],
+            "bitrates": bitrates}
 
 
 def comparison_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -294,3 +351,116 @@ def comparison_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         if a["n_errors"]:
             rows[a["system"]][f"{a['metric']}_errors"] = a["n_errors"]
     return list(rows.values())
+
+
+def comparison_markdown(rows: Sequence[Mapping[str, Any]], title: str = "Resynthesis") -> str:
+    """:func:`comparison_table` rows as a markdown table (bitrates first, then each metric's
+    mean; error counts in their own columns)."""
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "NaN" if math.isnan(v) else f"{v:.3f}"
+        return "" if v is None else str(v).replace("|", "\\|").replace("_", "\\_")
+
+    head = [c.replace("_", "\\_") for c in cols]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |",
+             "| " + " | ".join("---" if c == "system" else "---:" for c in cols) + " |"]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def pair_dir(out: str | Path, k: int) -> Path:
+    """Where the ``k``-th codebook/vocoder pair's output goes under ``out``."""
+    return Path(out) / f"pair{k}"
+
+
+def check_pairs(codebooks: Sequence[str | Path], vocoders: Sequence[str | Path]
+                ) -> list[tuple[Path, Path]]:
+    """The codebook/vocoder pairs, checked to exist and to fit each other (unit count, frame
+    rate, the codebook a speechqe vocoder was trained on) from the codebooks and the vocoders'
+    configs, without loading a vocoder's weights.
+
+    Raises:
+        ConfigError: no pair, unequal numbers, a missing or unreadable codebook, checkpoint or
+            config, or a vocoder that does not fit its codebook.
+    """
+    from .unit_hifigan.checkpoint import checkpoint_id, read_config, resolve_generator_file
+    from .unit_hifigan.config import GeneratorConfig
+
+    if not codebooks or not vocoders:
+        raise ConfigError("give at least one codebook and vocoder pair")
+    if len(codebooks) != len(vocoders):
+        raise ConfigError(f"give one codebook per vocoder, pairs in order (got {len(codebooks)} "
+                          f"codebooks and {len(vocoders)} vocoders)")
+    pairs = [(Path(c), Path(v)) for c, v in zip(codebooks, vocoders)]
+    for k, (cb, voc) in enumerate(pairs):
+        checkpoint_id(voc)  # the generator file and its config exist
+        cfg = read_config(resolve_generator_file(voc)[1])
+        try:
+            _check_compatible(Codebook.load(cb), GeneratorConfig.from_public(cfg),
+                              cfg.get("speechqe") or {})
+        except ConfigError as exc:
+            raise ConfigError(f"pair {k} ({cb.name}, {voc.name}): {exc}") from None
+    return pairs
+
+
+def load_pair(codebook: str | Path, vocoder: str | Path, *, device: str = "cpu"
+              ) -> tuple[Codebook, FeatureSource, Any]:
+    """Load a codebook, the feature source of its encoder layer and a vocoder checkpoint.
+
+    Raises:
+        ConfigError: an unreadable codebook or checkpoint, or a codebook that does not name its
+            encoder spec.
+    """
+    from .features import load_feature_source
+    from .unit_hifigan.infer import UnitVocoder
+
+    cb = Codebook.load(codebook)
+    spec = cb.info.get("encoder_spec")
+    if not spec:
+        raise ConfigError(f"{codebook} does not name its encoder spec")
+    src = load_feature_source(spec, cb.layer, device=device)
+    return cb, src, UnitVocoder.from_checkpoint(vocoder, device=device)
+
+
+def choose_metrics(metrics: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``(metrics to score, defaults left out because they are not registered)``: the given
+    metrics, else the registered :data:`DEFAULT_METRICS`.
+
+    Raises:
+        ConfigError: no metric given and none of the defaults is registered.
+    """
+    if metrics:
+        return [m for m in metrics if m and m.strip()], []
+    names, missing = default_metrics()
+    if not names:
+        raise ConfigError("no resynthesis metric is registered; pass --metrics")
+    return names, missing
+
+
+def finished_output(out_dir: str | Path, speech_set: SpeechSet, codebook: str | Path,
+                    vocoder: str | Path, opts: ResynthOptions = ResynthOptions()
+                    ) -> dict[str, Any] | None:
+    """The recorded info (``bitrate.json``) of ``out_dir`` when it holds the complete output
+    that :func:`resynthesize` would write again, else ``None``: the same originals (content
+    hash), codebook (fingerprint), vocoder checkpoint
+    (:func:`~.unit_hifigan.checkpoint.checkpoint_id`), the options that change waveforms, and
+    every written waveform still present. Loads no model."""
+    from .unit_hifigan.checkpoint import checkpoint_id
+
+    out_dir = Path(out_dir)
+    try:
+        out_set, info = load_result(out_dir)
+    except (ConfigError, ValueError, OSError):
+        return None
+    same = (
+        info.get("source_hash") == speech_set.content_hash()
+        and (info.get("codebook") or {}).get("fingerprint") == Codebook.load(codebook).fingerprint()
+        and info.get("vocoder_id") == checkpoint_id(vocoder)
+        and all(info.get(k) == v for k, v in opts.identity().items())
+        and (opts.system is None or info.get("system") == opts.system)
+        and len(out_set) == len(speech_set)
+        and all(Path(it.path).is_file() for it in out_set if it.ok)
+    )
+    return info if same else None

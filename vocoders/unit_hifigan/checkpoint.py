@@ -149,6 +149,27 @@ def resolve_generator_file(path: str | Path) -> tuple[Path, Path]:
     return g, g.parent / CONFIG_NAME
 
 
+def checkpoint_id(checkpoint: str | Path, config: str | Path | None = None) -> str:
+    """sha256 (first 16 hex) of the generator file's and its config's bytes: names the exact
+    vocoder a resynthesis used, without loading it (a folder: its newest ``g_`` file).
+
+    Raises:
+        ConfigError: as :func:`resolve_generator_file`.
+    """
+    import hashlib
+
+    g_path, default_cfg = resolve_generator_file(checkpoint)
+    h = hashlib.sha256()
+    for path in (g_path, Path(config) if config else default_cfg):
+        if not path.is_file():
+            raise ConfigError(f"vocoder config not found: {path}")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
 def load_generator(
     checkpoint: str | Path, config: str | Path | None = None, *, device: str = "cpu",
     for_inference: bool = True,

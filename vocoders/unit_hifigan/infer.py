@@ -16,7 +16,7 @@ import torch
 
 from speechqe.errors import ConfigError
 
-from .checkpoint import load_generator
+from .checkpoint import checkpoint_id, load_generator
 from .model import UnitHiFiGAN
 
 
@@ -28,18 +28,22 @@ class UnitVocoder:
         model: the generator in eval mode.
         config: the JSON config as read (``config["speechqe"]``: our metadata, if any).
         device: where it runs.
+        checkpoint_id: :func:`.checkpoint_id` of the files it was loaded from (``""`` when
+            built in memory).
     """
 
     model: UnitHiFiGAN
     config: dict[str, Any]
     device: str = "cpu"
+    checkpoint_id: str = ""
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, config: str | Path | None = None, *,
                         device: str = "cpu") -> "UnitVocoder":
         """Load a public-layout checkpoint (file or folder; see :func:`.load_generator`)."""
         model, cfg = load_generator(checkpoint, config, device=device, for_inference=True)
-        return cls(model=model, config=cfg, device=device)
+        return cls(model=model, config=cfg, device=device,
+                   checkpoint_id=checkpoint_id(checkpoint, config))
 
     @property
     def sample_rate(self) -> int:
