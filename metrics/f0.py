@@ -19,7 +19,7 @@ class F0(shared.WorldMetric):
     Params = shared.AlignedWorldParams
     spec = MetricSpec(
         name="f0",
-        version="2",
+        version="3",
         outputs=(
             OutputSpec("f0_rmse_cents", higher_is_better=False, valid_range=(0.0, None),
                        unit="cents", description="RMSE of 1200 log2(f_deg / f_ref) over frames "
@@ -29,12 +29,15 @@ class F0(shared.WorldMetric):
             OutputSpec("vuv_error", higher_is_better=False, valid_range=(0.0, 1.0),
                        unit="fraction", description="Fraction of aligned frames whose "
                        "voicing decisions differ"),
+            OutputSpec("f0_gpe", higher_is_better=False, valid_range=(0.0, 1.0),
+                       unit="fraction", description="Gross pitch error: fraction of frames "
+                       "voiced in both whose F0 deviates by more than 20%"),
         ),
         sample_rate=shared.WORLD_RATE,
         needs_reference=True,
         min_duration=0.1,
         kind="intrusive",
-        description="F0 RMSE (cents), F0 correlation and voicing error after alignment",
+        description="F0 RMSE (cents), F0 correlation, voicing error and gross pitch error after alignment",
         source="pyworld (WORLD Harvest or DIO+StoneMask); DTW on SPTK mel-cepstra",
         licence="Apache-2.0 (speechqe); WORLD modified-BSD; SPTK BSD",
     )

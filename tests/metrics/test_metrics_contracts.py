@@ -19,7 +19,7 @@ EXPECTED = {
     "estoi": ("estoi",),
     "si_sdr": ("si_sdr",),
     "mcd": ("mcd",),
-    "f0": ("f0_rmse_cents", "f0_corr", "vuv_error"),
+    "f0": ("f0_rmse_cents", "f0_corr", "vuv_error", "f0_gpe"),
     "lsd": ("lsd",),
     "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
     "distillmos": ("distillmos",),

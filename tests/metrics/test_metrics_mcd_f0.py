@@ -191,6 +191,9 @@ def test_f0_scores_from_definition():
     assert s.vuv_error == pytest.approx(2 / 6)
     assert s.f0_rmse_cents == pytest.approx(np.sqrt((1200**2 + 0 + 1200**2) / 3))
     assert s.f0_corr == pytest.approx(np.corrcoef([100, 200, 120], [200, 200, 240])[0, 1])
+    assert s.f0_gpe == pytest.approx(2 / 3)  # 100->200 and 120->240 deviate by 100%
+    near = f0_scores(np.array([100.0, 100.0]), np.array([119.0, 121.0]), in_order_pairs(2, 2))
+    assert near.f0_gpe == pytest.approx(0.5)  # 19% is not gross, 21% is
 
 
 # Golden F0 values for the 5 % faster clip (DTW on mel-cepstra, Harvest), computed once. The
@@ -245,7 +248,7 @@ def test_f0_unvoiced_input_fails_rmse_and_corr_but_keeps_vuv():
     metric = registry.create("f0", {"f0_method": "dio", "align": "none"})
     res = score(metric, make_input(b, SR, ref=a))
     assert set(res.values) == {"vuv_error"} and 0.0 <= res.values["vuv_error"] <= 1.0
-    assert set(res.errors) == {"f0_rmse_cents", "f0_corr"}
+    assert set(res.errors) == {"f0_rmse_cents", "f0_corr", "f0_gpe"}
     assert all(isinstance(e, MetricComputationError) and "voiced in both" in str(e)
                for e in res.errors.values())
 
