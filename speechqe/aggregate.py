@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,6 +43,35 @@ class Aggregate:
         }
 
 
+def statistic(values: np.ndarray, den: np.ndarray | None = None) -> np.ndarray | float:
+    """The aggregate over the last axis: the mean, or ``sum(values) / sum(den)`` (ratio)."""
+    if den is None:
+        return values.mean(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return values.sum(axis=-1) / den.sum(axis=-1)
+
+
+def percentile_ci(stats: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap statistics (non-finite ones dropped)."""
+    stats = stats[np.isfinite(stats)]
+    if stats.size == 0:
+        return (math.nan, math.nan)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
+def columns(rows: Sequence[Mapping[str, Any]], spec: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-item values of ok records, as the metric aggregates them: the values (``mean``), or
+    numerators and denominators from ``extra`` (``ratio``)."""
+    if spec is not None and spec.aggregation == "ratio":
+        num_key, den_key = spec.ratio
+        num = np.array([float(r["extra"][num_key]) for r in rows], dtype=np.float64)
+        den = np.array([float(r["extra"][den_key]) for r in rows], dtype=np.float64)
+        return num, den
+    return np.array([float(r["value"]) for r in rows], dtype=np.float64), None
+
+
 def bootstrap_ci(
     values: np.ndarray,
     denominators: np.ndarray | None = None,
@@ -57,22 +86,12 @@ def bootstrap_ci(
     if n == 0:
         return (math.nan, math.nan)
     if n == 1:
-        v = float(values[0] / denominators[0]) if denominators is not None else float(values[0])
+        v = float(statistic(values, denominators))
         return (v, v)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    if denominators is None:
-        stats = values[idx].mean(axis=1)
-    else:
-        den = denominators[idx].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            stats = values[idx].sum(axis=1) / den
-        stats = stats[np.isfinite(stats)]
-        if stats.size == 0:
-            return (math.nan, math.nan)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return (float(lo), float(hi))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    return percentile_ci(
+        statistic(values[idx], None if denominators is None else denominators[idx]), level
+    )
 
 
 def aggregate(
@@ -99,17 +118,10 @@ def aggregate(
         n_err = len(rows) - len(ok)
         values = np.array([float(r["value"]) for r in ok], dtype=np.float64)
         std = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else math.nan)
-        if spec is not None and spec.aggregation == "ratio":
-            num_key, den_key = spec.ratio
-            num = np.array([float(r["extra"][num_key]) for r in ok], dtype=np.float64)
-            den = np.array([float(r["extra"][den_key]) for r in ok], dtype=np.float64)
-            mean = float(num.sum() / den.sum()) if den.sum() > 0 else math.nan
-            lo, hi = bootstrap_ci(num, den, n_boot=n_boot)
-            agg = "ratio"
-        else:
-            mean = float(values.mean()) if values.size else math.nan
-            lo, hi = bootstrap_ci(values, n_boot=n_boot)
-            agg = "mean"
+        num, den = columns(ok, spec)
+        mean = float(statistic(num, den)) if num.size else math.nan
+        lo, hi = bootstrap_ci(num, den, n_boot=n_boot)
+        agg = "ratio" if den is not None else "mean"
         out.append(
             Aggregate(system, metric, int(values.size), n_err, mean, std, lo, hi, agg)
         )

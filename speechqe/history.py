@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .aggregate import N_BOOTSTRAP, SEED, aggregate
+from .aggregate import N_BOOTSTRAP, SEED, aggregate, columns, percentile_ci, statistic
 from .errors import ConfigError
 
 
@@ -146,13 +146,6 @@ class Change:
 # ------------------------------------------------------------------------------------------
 # Bootstrap of a difference
 # ------------------------------------------------------------------------------------------
-def _stat(values: np.ndarray, den: np.ndarray | None) -> np.ndarray | float:
-    if den is None:
-        return values.mean(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return values.sum(axis=-1) / den.sum(axis=-1)
-
-
 def paired_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
@@ -175,20 +168,15 @@ def paired_bootstrap(
     n = a.size
     if n == 0:
         return (math.nan, math.nan, math.nan)
-    delta = float(_stat(b, den_b) - _stat(a, den_a))
+    delta = float(statistic(b, den_b) - statistic(a, den_a))
     if n == 1:
         return (delta, delta, delta)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    stats = _stat(b[idx], None if den_b is None else den_b[idx]) - _stat(
+    stats = statistic(b[idx], None if den_b is None else den_b[idx]) - statistic(
         a[idx], None if den_a is None else den_a[idx]
     )
-    stats = stats[np.isfinite(stats)]
-    if stats.size == 0:
-        return (delta, math.nan, math.nan)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return (delta, float(lo), float(hi))
+    return (delta, *percentile_ci(stats, level))
 
 
 def unpaired_bootstrap(
@@ -204,34 +192,19 @@ def unpaired_bootstrap(
     """Like :func:`paired_bootstrap` for two independent samples (resampled separately)."""
     if a.size == 0 or b.size == 0:
         return (math.nan, math.nan, math.nan)
-    delta = float(_stat(b, den_b) - _stat(a, den_a))
+    delta = float(statistic(b, den_b) - statistic(a, den_a))
     rng = np.random.default_rng(seed)
     ia = rng.integers(0, a.size, size=(n_boot, a.size))
     ib = rng.integers(0, b.size, size=(n_boot, b.size))
-    stats = _stat(b[ib], None if den_b is None else den_b[ib]) - _stat(
+    stats = statistic(b[ib], None if den_b is None else den_b[ib]) - statistic(
         a[ia], None if den_a is None else den_a[ia]
     )
-    stats = stats[np.isfinite(stats)]
-    if stats.size == 0:
-        return (delta, math.nan, math.nan)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return (delta, float(lo), float(hi))
+    return (delta, *percentile_ci(stats, level))
 
 
 # ------------------------------------------------------------------------------------------
 # Comparing runs
 # ------------------------------------------------------------------------------------------
-def _columns(rows: Sequence[Mapping[str, Any]], spec: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values (numerators) and denominators of ok records, by the metric's aggregation."""
-    if spec is not None and spec.aggregation == "ratio":
-        num_key, den_key = spec.ratio
-        num = np.array([float(r["extra"][num_key]) for r in rows], dtype=np.float64)
-        den = np.array([float(r["extra"][den_key]) for r in rows], dtype=np.float64)
-        return num, den
-    return np.array([float(r["value"]) for r in rows], dtype=np.float64), None
-
-
 def compare_records(
     records_a: Iterable[Mapping[str, Any]],
     records_b: Iterable[Mapping[str, Any]],
@@ -262,22 +235,22 @@ def compare_records(
         ok_b = {k: r for k, r in rb.items() if r["status"] == "ok"}
         common = sorted(set(ok_a) & set(ok_b))
         if len(common) >= 2:
-            xa, da = _columns([ok_a[k] for k in common], spec)
-            xb, db = _columns([ok_b[k] for k in common], spec)
+            xa, da = columns([ok_a[k] for k in common], spec)
+            xb, db = columns([ok_b[k] for k in common], spec)
             delta, lo, hi = paired_bootstrap(xa, xb, da, db, n_boot=policy.n_boot,
                                              seed=policy.seed, level=policy.level)
             paired = True
         else:
-            xa, da = _columns(list(ok_a.values()), spec)
-            xb, db = _columns(list(ok_b.values()), spec)
+            xa, da = columns(list(ok_a.values()), spec)
+            xb, db = columns(list(ok_b.values()), spec)
             delta, lo, hi = unpaired_bootstrap(xa, xb, da, db, n_boot=policy.n_boot,
                                                seed=policy.seed, level=policy.level)
             paired = False
         # The means shown are each run's own aggregate over all its ok items.
-        fa, fda = _columns(list(ok_a.values()), spec)
-        fb, fdb = _columns(list(ok_b.values()), spec)
-        mean_a = float(_stat(fa, fda)) if fa.size else math.nan
-        mean_b = float(_stat(fb, fdb)) if fb.size else math.nan
+        fa, fda = columns(list(ok_a.values()), spec)
+        fb, fdb = columns(list(ok_b.values()), spec)
+        mean_a = float(statistic(fa, fda)) if fa.size else math.nan
+        mean_b = float(statistic(fb, fdb)) if fb.size else math.nan
         out.append(
             Change(
                 system=system, metric=metric, mean_a=mean_a, mean_b=mean_b, delta=delta,
