@@ -295,6 +295,14 @@ def params_id(params: Any) -> str:
     return "p-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def asset_model_id(params: Any, asset_name: str) -> str:
+    """``model_id`` of a metric whose numbers are fixed by its parameters and one registered
+    asset: the params id plus the asset's checksum fingerprint."""
+    from speechqe import assets
+
+    return f"{params_id(params)}/{asset_name}-{assets.get(asset_name).fingerprint()}"
+
+
 def build_params(cls: type[Metric], values: Mapping[str, Any] | None) -> Any:
     """Build ``cls.Params`` from a mapping; unknown keys are errors."""
     values = dict(values or {})

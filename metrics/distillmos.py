@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from speechqe import assets
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, asset_model_id
 from .functional import distillmos as F
 from .functional.deps import require
 
@@ -47,7 +47,7 @@ class DistillMos(Metric):
     )
 
     def model_id(self) -> str:
-        return f"{params_id(self.params)}/{ASSET}-{assets.get(ASSET).fingerprint()}"
+        return asset_model_id(self.params, ASSET)
 
     def setup(self) -> None:
         path = assets.get(ASSET).file("distill_mos_v7.pt")  # verifies the sha256

@@ -10,7 +10,7 @@ from typing import Sequence
 from speechqe import assets
 from speechqe.errors import ItemError, UnexpectedItemError
 
-from .base import ItemResult, ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .base import ItemResult, ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, asset_model_id
 from .functional import dnsmos as F
 from .functional.deps import require
 
@@ -87,7 +87,7 @@ class Dnsmos(Metric):
     )
 
     def model_id(self) -> str:
-        return f"{params_id(self.params)}/{ASSET}-{assets.get(ASSET).fingerprint()}"
+        return asset_model_id(self.params, ASSET)
 
     def setup(self) -> None:
         require("librosa", "models", "DNSMOS")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from speechqe import assets
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, asset_model_id
 from .dnsmos import onnx_session
 from .functional import plcmos as F
 
@@ -48,7 +48,7 @@ class Plcmos(Metric):
     )
 
     def model_id(self) -> str:
-        return f"{params_id(self.params)}/{ASSET}-{assets.get(ASSET).fingerprint()}"
+        return asset_model_id(self.params, ASSET)
 
     def setup(self) -> None:
         root = assets.get(ASSET).path()
