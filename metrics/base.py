@@ -201,6 +201,7 @@ class Metric(ABC):
             raise TypeError(f"{type(self).__name__} params must be {self.Params.__name__}")
         self.device = device
         self._ready = False
+        self._store_id: str | None = None
 
     # --- identity ---------------------------------------------------------------------------
     def model_id(self) -> str:
@@ -208,6 +209,14 @@ class Metric(ABC):
         and, for model-based metrics, the weights' checksums. Part of each stored key.
         May set the metric up (resolving its model); listing and creating metrics must not."""
         return params_id(self.params)
+
+    @property
+    def store_id(self) -> str:
+        """:meth:`model_id`, computed once (parameters are frozen and weights fixed once set
+        up); the runner puts it in every record's key."""
+        if self._store_id is None:
+            self._store_id = self.model_id()
+        return self._store_id
 
     @property
     def name(self) -> str:

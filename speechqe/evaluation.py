@@ -209,7 +209,7 @@ def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> 
         had = sorted((m["name"], m["version"], m["model_id"]) for m in json.loads(last["metrics"] or "[]"))
     except (TypeError, ValueError, KeyError):
         return None
-    now = sorted((m.spec.name, m.spec.version, m.model_id()) for m in metrics)
+    now = sorted((m.spec.name, m.spec.version, m.store_id) for m in metrics)
     return last if had == now else None
 
 

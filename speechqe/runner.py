@@ -126,7 +126,7 @@ def _record(
 ) -> ScoreRecord:
     return ScoreRecord(
         input_key=key, metric=output, metric_version=metric.spec.version,
-        model_id=metric.model_id(), scorer=metric.spec.name, sha256=item.sha256,
+        model_id=metric.store_id, scorer=metric.spec.name, sha256=item.sha256,
         value=value, status="ok" if exc is None else "error",
         error_type=None if exc is None else exc.code,
         error=None if exc is None else prefix + str(exc),
@@ -552,7 +552,7 @@ def start_run(
     items = list(speech_set)
     keys = [[input_key(it, m) for m in instances] for it in items]
     existing = [
-        store.existing(m.spec.name, m.spec.version, m.model_id(), ok_only=retry_errors)
+        store.existing(m.spec.name, m.spec.version, m.store_id, ok_only=retry_errors)
         for m in instances
     ]
     todo = [
@@ -560,7 +560,7 @@ def start_run(
         for i in range(len(items))
     ]
     metric_info = [
-        {"name": m.spec.name, "version": m.spec.version, "model_id": m.model_id(),
+        {"name": m.spec.name, "version": m.spec.version, "model_id": m.store_id,
          "outputs": list(m.spec.output_names), "device": m.device}
         for m in instances
     ]
@@ -574,7 +574,7 @@ def start_run(
     store.link(
         run_id,
         [
-            (it.id, m.spec.name, keys[i][k], m.spec.version, m.model_id())
+            (it.id, m.spec.name, keys[i][k], m.spec.version, m.store_id)
             for i, it in enumerate(items)
             for k, m in enumerate(instances)
         ],
