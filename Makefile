@@ -26,10 +26,15 @@ demo: $(STAMP)
 	$(BIN)/speechqe report latest --db $(OUT)/demo.duckdb --out $(OUT)/demo-report.html
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
 
 clean-demo:
 	rm -rf $(OUT)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from speechqe import manifest, runner
+from speechqe import manifest
+from speechqe.engine import runner
 from speechqe.audio import LoadedAudio
-from speechqe.metrics import registry
-from speechqe.metrics.base import ScoringInput
+from speechqe import plugins
+from speechqe.metric import ScoringInput
 from speechqe.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ METRICS = ["pesq", "stoi", "estoi", "si_sdr", "lsd", "mcd", "f0", "wer", "cer", 
 def glue(sset, names) -> dict:
     out = {}
     for name in names:
-        metric = registry.create(name)
+        metric = plugins.create(name)
         metric.ensure_ready()
         for it in sset:
             inp = ScoringInput(

@@ -25,7 +25,9 @@ def main(argv=None) -> list[dict]:
     a = ap.parse_args(argv)
 
     from speechqe.manifest import SpeechSet, describe_file
-    from speechqe.vocoders.resynth import comparison_table, default_metrics, evaluate, load_result
+    from speechqe.engine.resynthesis import comparison_table, default_metrics
+    from speechqe.engine.resynthesis import score_outputs as evaluate
+    from speechqe.vocoders.resynth import load_result
 
     names = a.metrics.split(",") if a.metrics else default_metrics()[0]
     outputs = list(a.outputs)

@@ -287,7 +287,8 @@ def main(argv=None) -> dict:
 # Scoring
 # ------------------------------------------------------------------------------------------
 def score(rs, out: Path, device: str) -> dict:
-    from speechqe.vocoders.resynth import comparison_table, default_metrics, evaluate
+    from speechqe.engine.resynthesis import comparison_table, default_metrics
+    from speechqe.engine.resynthesis import score_outputs as evaluate
 
     names, missing = default_metrics()
     if names:

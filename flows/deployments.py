@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechqe.errors import ConfigError
-from speechqe.evaluation import EvaluationConfig
+from speechqe.engine.evaluation import EvaluationConfig
 
 from .evaluate import evaluate_speech_set
 

@@ -1,10 +1,14 @@
 """The ``evaluate-speech-set`` flow: orchestration only.
 
-    discover (manifest) -> plan -> start run -> score chunks (concurrently, on the task runner:
-    a thread here, or Dask workers) -> commit each chunk -> finish -> report + artifacts
+The flow calls the engine's one evaluation function, :func:`speechqe.engine.evaluation.evaluate`
+(the same that ``speechqe score`` calls), with :class:`FlowSteps`, which decides only how each
+step runs:
 
-Every step is a library call (:mod:`speechqe.evaluation`, :mod:`speechqe.runner`,
-:mod:`speechqe.report`); the policy sits on the decorators:
+    open-store -> discover -> plan -> start-run -> score-chunk tasks (concurrently, on the task
+    runner: a thread here, or Dask workers) -> commit-chunk each -> finish -> report
+    -> publish-artifacts
+
+The policy sits on the tasks:
 
 * I/O tasks (reading the source, opening the store, committing chunks, writing the report,
   publishing artifacts) retry with back-off; scoring does not (its per-item failures are
@@ -34,14 +38,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from speechqe import evaluation, runner
+from speechqe.engine import evaluation, runner
+from speechqe.engine.evaluation import EvaluationConfig
 from speechqe.errors import ConfigError
-from speechqe.evaluation import EvaluationConfig
-from speechqe.manifest import SpeechSet
-from speechqe.store import Store
 
 #: Tag of the scoring tasks that may occupy a GPU (its limit is ``tag:speechqe-gpu``).
 GPU_TAG = "speechqe-gpu"
+
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry I/O failures, not configuration errors (they would fail the same way again)."""
@@ -56,32 +59,20 @@ _IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_f
 
 
 # ------------------------------------------------------------------------------------------
-# Tasks: each wraps one library call
+# Steps: the engine's steps as Prefect tasks
 # ------------------------------------------------------------------------------------------
-@task(name="discover", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
-def discover(cfg: EvaluationConfig) -> SpeechSet:
-    """Read headers, hash contents, attach references and transcripts."""
-    return evaluation.load_set(cfg)
+#: Steps that touch files or the store: retried with back-off.
+IO_STEPS = frozenset({"open-store", "discover", "commit-chunk", "report"})
+_TASKS: dict[tuple[str, Any], Any] = {}
 
 
-@task(name="plan", cache_policy=NO_CACHE, persist_result=False)
-def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
-    return evaluation.plan(cfg, sset)
-
-
-@task(name="open-store", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
-def open_store(path: str) -> Store:
-    """Open the store for writing (retried: a dashboard or another run may hold it)."""
-    return Store(path)
-
-
-@task(name="start-run", cache_policy=NO_CACHE, persist_result=False)
-def start_run(sset, requests, store, cfg, suite, flow_run_id, device) -> runner.ActiveRun:
-    return runner.start_run(
-        sset, requests, store, device=device, chunk_size=cfg.chunk_size,
-        retry_errors=cfg.retry_errors, run_name=cfg.set_name, suite=suite,
-        params=cfg.as_params(), flow_run_id=flow_run_id, reuse_loaded=True,
-    )
+def step_task(name: str, fn: Any):
+    """The Prefect task running library step ``fn`` under ``name`` (made once)."""
+    key = (name, fn)
+    if key not in _TASKS:
+        policy = _IO_RETRIES if name in IO_STEPS else {}
+        _TASKS[key] = task(fn, name=name, cache_policy=NO_CACHE, persist_result=False, **policy)
+    return _TASKS[key]
 
 
 @task(name="score-chunk", cache_policy=NO_CACHE, task_run_name="score-{label}")
@@ -90,11 +81,6 @@ def score_chunk(
 ) -> runner.ChunkResult:
     """Score one chunk with this process's loaded metrics (runs on any worker)."""
     return runner.score_work_with(requests, device, work)
-
-
-@task(name="commit-chunk", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES)
-def commit_chunk(run: runner.ActiveRun, result: runner.ChunkResult) -> None:
-    run.commit(result)
 
 
 @task(name="ensure-gpu-limit", cache_policy=NO_CACHE, **_IO_RETRIES)
@@ -115,32 +101,64 @@ def ensure_gpu_limit(slots: int | None) -> int:
             return 1
 
 
-@task(name="report", cache_policy=NO_CACHE, **_IO_RETRIES)
-def write_report(store: Store, run_id: str, cfg: EvaluationConfig) -> dict[str, Any]:
-    from speechqe.report import write_report as _write
-    from speechqe.report.render import markdown_summary
-
-    path, data = _write(store, run_id, cfg.report_path(run_id), baseline=cfg.baseline,
-                        policy=cfg.policy)
-    regressions = [] if data.comparison is None else data.comparison.regressions
-    return {
-        "path": str(path),
-        "markdown": markdown_summary(data, path.resolve().as_uri()),
-        "regressions": [
-            {"system": c.system, "metric": c.metric, "baseline": c.mean_a, "value": c.mean_b,
-             "change": c.delta, "ci": [c.ci_low, c.ci_high]}
-            for c in regressions
-        ],
-        "baseline": None if data.baseline is None else data.baseline["run_id"],
-    }
-
-
 @task(name="publish-artifacts", cache_policy=NO_CACHE, **_IO_RETRIES)
 def publish_artifacts(key: str, markdown: str, report_path: str, run_id: str) -> None:
     create_markdown_artifact(markdown=markdown, key=key,
                              description=f"speechqe run {run_id}: system x metric summary")
     create_link_artifact(link=Path(report_path).resolve().as_uri(), link_text=f"report {run_id}",
                          key=f"{key}-report", description="self-contained HTML report")
+
+
+class FlowSteps(runner.Steps):
+    """The engine's steps inside a flow run: each step a task (I/O steps retried), chunks
+    scored by ``score-chunk`` tasks on the flow's task runner, at most ``max_in_flight``
+    submitted at a time, under the GPU concurrency limit when they may occupy a GPU; the
+    metrics loaded by the planning step are shared with the chunks scored in this process."""
+
+    reuse_loaded = True
+
+    def __init__(self, cfg: EvaluationConfig, log: Any):
+        super().__init__(1)
+        self.cfg = cfg
+        self.log = log
+
+    def call(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # quote: large objects (the speech set, the store, a run) pass to the in-process task
+        # unexamined
+        return step_task(name, fn)(*[quote(a) for a in args],
+                                   **{k: quote(v) for k, v in kwargs.items()})
+
+    def plan_device(self, device: str) -> str:
+        # On Dask the chunks load their metrics on the workers (device resolved there); the
+        # flow process loads a CPU copy only to fail early and record the assets.
+        return "cpu" if _on_dask() else device
+
+    def message(self, level: str, text: str) -> None:
+        (self.log.warning if level == "warning" else self.log.info)(text)
+
+    def score(self, run: runner.ActiveRun, device: str):
+        scorer = score_chunk
+        if run.chunks and runner.uses_gpu(run.requests, device):
+            slots = ensure_gpu_limit(self.cfg.gpu_slots)
+            self.log.info("GPU scoring: at most %d task(s) at once (tag %s)", slots, GPU_TAG)
+            scorer = score_chunk.with_options(tags={GPU_TAG})
+        failures = []
+        n = len(run.chunks)
+        for start in range(0, n, self.cfg.max_in_flight):
+            futures = [scorer.submit(run.requests, device, run.work(k), f"{k + 1}of{n}")
+                       for k in range(start, min(start + self.cfg.max_in_flight, n))]
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except Exception as exc:  # a lost worker: commit the others, then fail
+                    failures.append(exc)
+                    continue
+                yield res
+            if failures:
+                raise RuntimeError(
+                    f"{len(failures)} scoring task(s) failed (first: {failures[0]}); "
+                    "the committed chunks are kept, a rerun scores the rest"
+                ) from failures[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -250,7 +268,7 @@ def evaluate_speech_set(
     """Score a speech set (folder, manifest or glob of manifests) into the results store,
     then write its HTML report and publish a summary.
 
-    The parameters are those of :class:`speechqe.evaluation.EvaluationConfig`, plus
+    The parameters are those of :class:`speechqe.engine.evaluation.EvaluationConfig`, plus
     ``fail_on_regression`` (fail the flow run after recording everything when the report flags
     a regression, for alerting). Returns a small summary: run id, status, counts, report path,
     regressions.
@@ -260,90 +278,18 @@ def evaluate_speech_set(
     from prefect.runtime import flow_run
 
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    st = open_store(cfg.store)
-    active: runner.ActiveRun | None = None
-    try:
-        try:
-            sset = discover(cfg)
-            the_plan, suite_name = plan(cfg, quote(sset))
-            for mname, reason in the_plan.skipped:
-                log.warning("skipping %s: %s", mname, reason)
-            # On Dask the chunks load their metrics on the workers (device resolved there);
-            # the flow process loads a CPU copy only to fail early and record the assets.
-            plan_device = "cpu" if _on_dask() else cfg.device
-            if cfg.skip_unchanged:
-                loaded, _ = runner.cached_metrics(the_plan.requests, plan_device)
-                last = evaluation.unchanged_run(st, cfg.set_name, sset, loaded)
-                if last is not None:
-                    log.info("nothing changed since run %s: no new run", last["run_id"])
-                    return {"run_id": last["run_id"], "status": "unchanged",
-                            "n_items": len(sset), "n_scored_items": 0}
-            active = start_run(quote(sset), quote(the_plan.requests), quote(st), cfg, suite_name,
-                               flow_run_id, plan_device)
-        except Exception as exc:
-            if active is None:
-                st.record_failed_run(
-                    name=cfg.set_name, source=cfg.source, suite=cfg.suite,
-                    params=cfg.as_params(), code_version=runner.code_version(),
-                    error=f"{type(exc).__name__}: {exc}", flow_run_id=flow_run_id,
-                )
-            raise
-        log.info("run %s: %d items, %d to score in %d chunks, %d reused", active.run_id,
-                 len(active.items), len(active.items) - active.n_reused, len(active.chunks),
-                 active.n_reused)
-
-        scorer = score_chunk
-        if active.chunks and runner.uses_gpu(the_plan.requests, cfg.device):
-            slots = ensure_gpu_limit(cfg.gpu_slots)
-            log.info("GPU scoring: at most %d task(s) at once (tag %s)", slots, GPU_TAG)
-            scorer = score_chunk.with_options(tags={GPU_TAG})
-        with active.closing():
-            failures = []
-            for start in range(0, len(active.chunks), cfg.max_in_flight):
-                window = range(start, min(start + cfg.max_in_flight, len(active.chunks)))
-                futures = [
-                    scorer.submit(the_plan.requests, cfg.device, active.work(k),
-                                  f"{k + 1}of{len(active.chunks)}")
-                    for k in window
-                ]
-                for fut in as_completed(futures):
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # a lost worker: commit the others, then fail
-                        failures.append(exc)
-                        continue
-                    commit_chunk(quote(active), quote(res))
-                if failures:
-                    raise RuntimeError(
-                        f"{len(failures)} scoring task(s) failed (first: {failures[0]}); "
-                        "the committed chunks are kept, a rerun scores the rest"
-                    ) from failures[0]
-        result = active.result
-
-        summary: dict[str, Any] = {
-            "run_id": result.run_id, "status": result.status, "n_items": result.n_items,
-            "n_scored_items": result.n_scored_items, "n_reused_items": result.n_reused_items,
-            "n_new_records": result.n_new_records, "n_new_errors": result.n_new_errors,
-            "report": None, "regressions": [],
-        }
-        if cfg.report:
-            rep = write_report(quote(st), result.run_id, cfg)
-            summary.update(report=rep["path"], regressions=rep["regressions"],
-                           baseline=rep["baseline"])
-            publish_artifacts(evaluation.artifact_key(cfg.set_name), rep["markdown"],
-                              rep["path"], result.run_id)
-            log.info("report: %s", rep["path"])
-            for r in rep["regressions"]:
-                log.warning("regression against %s: %s / %s %.4g -> %.4g", rep["baseline"],
-                            r["system"], r["metric"], r["baseline"], r["value"])
-        if fail_on_regression and summary["regressions"]:
-            raise RuntimeError(
-                f"{len(summary['regressions'])} regression(s) against run {summary.get('baseline')}: "
-                + ", ".join(f"{r['system']}/{r['metric']}" for r in summary["regressions"])
-            )
-        return summary
-    finally:
-        st.close()
+    result = evaluation.evaluate(cfg, FlowSteps(cfg, log), flow_run_id=flow_run_id)
+    if result.report:
+        publish_artifacts(evaluation.artifact_key(cfg.set_name), result.report_markdown,
+                          result.report, result.run_id)
+    summary = result.as_dict()
+    summary.pop("report_markdown", None)
+    if fail_on_regression and summary["regressions"]:
+        raise RuntimeError(
+            f"{len(summary['regressions'])} regression(s) against run {summary.get('baseline')}: "
+            + ", ".join(f"{r['system']}/{r['metric']}" for r in summary["regressions"])
+        )
+    return summary
 
 
 def evaluate_with(dask_address: str | None = None, dask_workers: int | None = None):

@@ -32,8 +32,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from speechqe.devices import resolve_device
 from speechqe.errors import ConfigError
-from speechqe.evaluation import EvaluationConfig, artifact_key
+from speechqe.engine.evaluation import EvaluationConfig, artifact_key
 
 from .evaluate import _IO_RETRIES, GPU_TAG, ensure_gpu_limit, evaluate_speech_set
 
@@ -42,6 +43,12 @@ def _resynth():
     from speechqe.vocoders import resynth
 
     return resynth
+
+
+def _scoring():
+    from speechqe.engine import resynthesis
+
+    return resynthesis
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,8 +95,9 @@ def compare(store: str, run_id: str, outputs: list[str], path: str) -> list[dict
     """Bitrate beside every metric's mean, one row per pair (also written to ``path``)."""
     import json
 
-    lib = _resynth()
-    rows = lib.comparison_table(lib.run_result(store, run_id, outputs))
+    from speechqe.engine import resynthesis
+
+    rows = resynthesis.comparison_table(resynthesis.run_result(store, run_id, outputs))
     Path(path).write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return rows
 
@@ -97,7 +105,7 @@ def compare(store: str, run_id: str, outputs: list[str], path: str) -> list[dict
 @task(name="publish-artifacts", cache_policy=NO_CACHE, **_IO_RETRIES)
 def publish_artifacts(key: str, rows: list[dict[str, Any]], run_id: str) -> None:
     create_markdown_artifact(
-        markdown=_resynth().comparison_markdown(rows, f"Resynthesis (run {run_id})"), key=key,
+        markdown=_scoring().comparison_markdown(rows, f"Resynthesis (run {run_id})"), key=key,
         description=f"speechqe resynthesis run {run_id}: bitrate beside quality per pair")
 
 
@@ -146,7 +154,7 @@ def resynthesis_eval(
             the table.
         store: the results store (default ``out/resynth.duckdb``).
         suite, metrics: what to score (not both; neither: the registered resynthesis defaults,
-            :data:`speechqe.vocoders.resynth.DEFAULT_METRICS`).
+            :data:`speechqe.engine.resynthesis.DEFAULT_METRICS`).
         transcripts: ``id<TAB>text`` lines of the originals (for WER/CER).
         name: the store's run name (the history groups by it).
         device: ``auto``, ``cpu`` or ``cuda`` for the encoders, the vocoders and scoring.
@@ -159,7 +167,7 @@ def resynthesis_eval(
     """
     log = get_run_logger()
     lib = _resynth()
-    from speechqe import runner
+    from speechqe.engine import runner
 
     # Everything that can be checked without reading audio is checked before any work.
     pairs = lib.check_pairs(codebooks, vocoders)
@@ -170,7 +178,7 @@ def resynthesis_eval(
         raise ConfigError(f"out: {out_dir} is a file, not a folder")
     names = metrics
     if not suite:  # a suite with metrics is refused below, by the evaluation's config
-        names, missing = lib.choose_metrics(metrics)
+        names, missing = _scoring().choose_metrics(metrics)
         if missing:
             log.warning("not registered, left out: %s", ", ".join(missing))
     scoring = dict(
@@ -180,7 +188,7 @@ def resynthesis_eval(
         params=params,
     )
     EvaluationConfig.create(**scoring)
-    resolved = runner.resolve_device(device)
+    resolved = resolve_device(device)
     opts = lib.ResynthOptions(dedup=dedup or predict_durations,
                               durations="predict" if predict_durations else "keep",
                               batch_size=batch_size, device=resolved)

@@ -31,7 +31,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from speechqe.errors import ConfigError
-from speechqe.evaluation import artifact_key
+from speechqe.engine.evaluation import artifact_key
 
 from .evaluate import _IO_RETRIES, GPU_TAG, ensure_gpu_limit
 

@@ -33,7 +33,15 @@ from speechqe.asr.backends import SAMPLE_RATE, BackendConfig
 from speechqe.asr.normalize import NORMALIZERS, char_tokens, resolve_name, writes_without_spaces
 from speechqe.errors import ItemError, MissingTextError
 
-from .base import ItemResult, ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from speechqe.metric import (
+    ItemResult,
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    params_id,
+)
 
 _B = BackendConfig  # the one place where the ASR defaults live
 
@@ -158,6 +166,7 @@ _COMMON = dict(
     device="cuda",
     batched=True,
     kind="asr",
+    core="speechqe.asr",
     source="openai-whisper (Radford et al. 2023) or faster-whisper/CTranslate2 transcripts; "
            "edit counts with jiwer; Whisper EnglishTextNormalizer",
     licence="MIT (whisper), Apache-2.0 (jiwer)",

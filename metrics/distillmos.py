@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from speechqe import assets
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, asset_model_id
+from speechqe.metric import (
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    asset_model_id,
+)
 from .functional import distillmos as F
 from .functional.deps import require
 
@@ -41,6 +48,7 @@ class DistillMos(Metric):
         min_duration=0.5,
         kind="non-intrusive",
         description="DistillMOS: XLS-R speech quality model distilled into a CNN-Transformer",
+        core="speechqe.metrics.functional.distillmos",
         source="microsoft/Distill-MOS (distillmos package), variant 7 weights",
         licence="MIT (microsoft/Distill-MOS)",
         extra="models",

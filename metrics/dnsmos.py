@@ -10,7 +10,15 @@ from typing import Sequence
 from speechqe import assets
 from speechqe.errors import ItemError, UnexpectedItemError
 
-from .base import ItemResult, ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, asset_model_id
+from speechqe.metric import (
+    ItemResult,
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    asset_model_id,
+)
 from .functional import dnsmos as F
 from .functional.deps import require
 
@@ -80,6 +88,7 @@ class Dnsmos(Metric):
         min_duration=0.5,
         kind="non-intrusive",
         description="DNSMOS P.835 (SIG, BAK, OVRL) and P.808, Microsoft DNS Challenge models",
+        core="speechqe.metrics.functional.dnsmos",
         source="microsoft/DNS-Challenge DNSMOS ONNX models via speechmos; dnsmos_local.py "
                "pipeline reproduced (equal to speechmos.dnsmos.run)",
         licence="MIT (models: microsoft/DNS-Challenge; speechmos)",

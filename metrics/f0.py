@@ -5,7 +5,7 @@ from __future__ import annotations
 from speechqe.errors import MetricComputationError
 
 from . import world as shared
-from .base import ItemScore, MetricSpec, OutputSpec, ScoringInput
+from speechqe.metric import ItemScore, MetricSpec, OutputSpec, ScoringInput
 from .functional.f0 import f0_scores
 
 
@@ -38,6 +38,7 @@ class F0(shared.WorldMetric):
         min_duration=0.1,
         kind="intrusive",
         description="F0 RMSE (cents), F0 correlation, voicing error and gross pitch error after alignment",
+        core="speechqe.metrics.functional.f0",
         source="pyworld (WORLD Harvest or DIO+StoneMask); DTW on SPTK mel-cepstra",
         licence="Apache-2.0 (speechqe); WORLD modified-BSD; SPTK BSD",
     )

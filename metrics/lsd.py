@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
+from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
 from .functional import lsd as F
 from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
 
@@ -44,6 +44,7 @@ class Lsd(Metric):
         min_duration=0.05,
         kind="intrusive",
         description="Log-spectral distance, speech super-resolution convention",
+        core="speechqe.metrics.functional.lsd",
         source="own numpy core from the definition (Kuleshov et al. 2017; NU-Wave 2021)",
         licence="Apache-2.0 (speechqe)",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import world as shared
-from .base import ItemScore, MetricSpec, OutputSpec, ScoringInput
+from speechqe.metric import ItemScore, MetricSpec, OutputSpec, ScoringInput
 from .functional import mcd as F
 
 
@@ -34,6 +34,7 @@ class Mcd(shared.WorldMetric):
         min_duration=0.1,
         kind="intrusive",
         description="Mel-cepstral distortion with DTW (Kubichek 1993; WORLD + SPTK)",
+        core="speechqe.metrics.functional.mcd",
         source="pyworld (WORLD Harvest + CheapTrick) + pysptk sp2mc; own DTW",
         licence="Apache-2.0 (speechqe); WORLD modified-BSD; SPTK BSD",
     )

@@ -7,7 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 from speechqe.errors import SampleRateError
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from speechqe.metric import (
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    params_id,
+)
 from .functional import pesq as F
 
 _SOURCE = "ITU-T P.862 / P.862.1 / P.862.2 reference code via the 'pesq' package (ludlows)"
@@ -38,6 +45,7 @@ class Pesq(Metric):
         min_duration=F.MIN_SECONDS,
         kind="intrusive",
         description="Perceptual evaluation of speech quality, wide-band (P.862.2)",
+        core="speechqe.metrics.functional.pesq",
         source=_SOURCE,
         licence=_LICENCE,
     )
@@ -78,6 +86,7 @@ class PesqNb(Pesq):
         min_duration=F.MIN_SECONDS,
         kind="intrusive",
         description="Perceptual evaluation of speech quality, narrow-band (P.862 + P.862.1)",
+        core="speechqe.metrics.functional.pesq",
         source=_SOURCE,
         licence=_LICENCE,
     )

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from speechqe import assets
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, asset_model_id
+from speechqe.metric import (
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    asset_model_id,
+)
 from .dnsmos import onnx_session
 from .functional import plcmos as F
 
@@ -41,6 +48,7 @@ class Plcmos(Metric):
         min_duration=0.5,
         kind="non-intrusive",
         description="PLCMOS v2, non-intrusive PLC quality (Microsoft PLC Challenge)",
+        core="speechqe.metrics.functional.plcmos",
         source="microsoft/PLC-Challenge PLCMOS v2 ONNX via speechmos; pipeline reproduced with "
                "seeded rater embeddings",
         licence="MIT (microsoft/PLC-Challenge; speechmos)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
+from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
 from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
 from .functional.sisdr import si_sdr
 
@@ -34,6 +34,7 @@ class SiSdr(Metric):
         min_duration=0.0,
         kind="intrusive",
         description="Scale-invariant signal-to-distortion ratio (Le Roux et al., ICASSP 2019)",
+        core="speechqe.metrics.functional.sisdr",
         source="own numpy core, equal to torchmetrics scale_invariant_signal_distortion_ratio",
         licence="Apache-2.0 (speechqe)",
     )

@@ -30,7 +30,14 @@ from speechqe.errors import (
 )
 from speechqe.speaker.encoders import SAMPLE_RATE, EncoderConfig
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from speechqe.metric import (
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    params_id,
+)
 
 _E = EncoderConfig  # the one place where the encoder defaults live
 _CACHE_SIZE = 4096
@@ -85,6 +92,7 @@ class SpeakerSim(Metric):
         kind="speaker",
         description="Speaker similarity to the prompt or reference (Resemblyzer GE2E or "
                     "SpeechBrain ECAPA-TDNN embeddings); refuses audio natively below 16 kHz.",
+        core="speechqe.speaker",
         source="Resemblyzer (Wan et al. 2018, GE2E); SpeechBrain spkrec-ecapa-voxceleb "
                "(Desplanques et al. 2020)",
         licence="Apache-2.0",

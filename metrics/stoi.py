@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from speechqe.metric import (
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    params_id,
+)
 from .functional import stoi as F
 from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
 from .pesq import lib_version
@@ -35,6 +42,7 @@ class Stoi(Metric):
         min_duration=0.4,
         kind="intrusive",
         description="Short-time objective intelligibility (Taal et al., IEEE TASLP 2011)",
+        core="speechqe.metrics.functional.stoi",
         source="pystoi (mpariente/pystoi), a port of Taal's MATLAB reference",
         licence="MIT (pystoi)",
     )
@@ -68,6 +76,7 @@ class Estoi(Stoi):
         min_duration=0.4,
         kind="intrusive",
         description="Extended short-time objective intelligibility (Jensen & Taal, TASLP 2016)",
+        core="speechqe.metrics.functional.stoi",
         source="pystoi (mpariente/pystoi), extended=True",
         licence="MIT (pystoi)",
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Metric, ScoringInput, params_id
+from speechqe.metric import Metric, ScoringInput, params_id
 from .functional import mcd as mcd_core
 from .functional import world
 from .functional.align import MAX_LENGTH_DIFF_S, match_lengths

@@ -16,7 +16,6 @@ read with ``allow_pickle=False``; LightGBM models are its text format; the rest 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from speechqe.encoders import FeatureCache
 from speechqe.errors import ConfigError, ItemError
+from speechqe.hashing import sha256_tree
 
 from .components import StrongComponent, WeakComponent, WhisperComponent
 from .stacking import Stack
@@ -36,14 +36,7 @@ VERSION = 1
 
 def bundle_hash(folder: str | Path) -> str:
     """sha256 over every file's relative path and bytes (sorted), first 16 hex digits."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
-        h.update(p.relative_to(folder).as_posix().encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    return sha256_tree(folder)[:16]
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

@@ -22,10 +22,18 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from speechqe.errors import ConfigError, MetricComputationError
-from speechqe.metrics.base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput, params_id
+from speechqe.metric import (
+    ItemScore,
+    Metric,
+    MetricSpec,
+    OutputSpec,
+    ScoringInput,
+    params_id,
+)
 
 
-def _spec(name: str, description: str, source: str) -> MetricSpec:
+def _spec(name: str, description: str, source: str,
+          core: str = "speechqe.predictors.bundle") -> MetricSpec:
     return MetricSpec(
         name=name,
         version="1",
@@ -37,6 +45,7 @@ def _spec(name: str, description: str, source: str) -> MetricSpec:
         kind="mos-predictor",
         description=description,
         source=source,
+        core=core,
         licence="Apache-2.0 (speechqe); weights: see the bundle / asset",
         extra="models",
     )
@@ -172,7 +181,8 @@ class UTMOSStrong(Metric):
     Params = UTMOSParams
     positional: ClassVar[str] = "checkpoint"
     spec = _spec("utmos_strong", "UTMOS22 strong learner (VoiceMOS 2022 main track), padding-safe",
-                 "Saeki et al., UTMOS, Interspeech 2022; weights via tarepan/SpeechMOS")
+                 "Saeki et al., UTMOS, Interspeech 2022; weights via tarepan/SpeechMOS",
+                 core="speechqe.predictors.ssl_strong.utmos22")
 
     def __init__(self, params=None, device: str = "cpu"):
         super().__init__(params, device)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from speechqe.devices import is_cuda, is_device_name, resolve_device
 from speechqe.encoders import FeatureCache, load_encoder
 from speechqe.errors import ConfigError, ItemError
 
@@ -89,11 +89,10 @@ class MOSTrainConfig:
             raise ConfigError("configure at least one learner (strong, whisper or weak.features)")
         if self.weak.features and not self.weak.learners:
             raise ConfigError("weak.features given but weak.learners is empty")
-        if not _DEVICE.fullmatch(self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
+        if not is_device_name(self.device):
+            raise ConfigError(f"device must be one of auto, cpu, cuda, cuda:N (got {self.device!r})")
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 #: Config keys that say how a bundle is trained or reported, not what it learns: a finished
 #: bundle is reused whatever their values (the training data is compared by content hash).
 _RUN_KEYS = ("train", "valid", "device", "cache")
@@ -112,17 +111,7 @@ def config_base(path: str | Path) -> Path:
 
 def uses_gpu(cfg: MOSTrainConfig) -> bool:
     """Whether training ``cfg`` here will occupy a GPU (``auto`` resolved on this machine)."""
-    return resolve_device(cfg.device).startswith("cuda")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA device is available")
-    return device
+    return is_cuda(resolve_device(cfg.device))
 
 
 def _cache(cfg: MOSTrainConfig, base: Path) -> FeatureCache | None:

@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import AssetError, ChecksumMismatchError, ConfigError
+from .hashing import CHUNK as _CHUNK
+from .hashing import sha256_file
 
-_CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -332,12 +333,6 @@ def _package_dir(package: str | None, sub: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / sub
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _hash_memo: dict[tuple[str, int, int], str] = {}
@@ -448,20 +443,12 @@ def _copy_stream(resp, out) -> int:
         n += len(chunk)
 
 
-@contextmanager
 def _file_lock(path: Path):
-    """An exclusive advisory lock (POSIX ``flock``; a no-op where it does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """An exclusive lock between processes (``filelock``: ``flock`` on POSIX, ``msvcrt`` on
+    Windows; never a silent no-op)."""
+    from filelock import FileLock
+
+    return FileLock(str(path))
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,25 +22,21 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .audio import probe
 from .errors import ConfigError, ItemError
+from .hashing import sha256_file
 
 #: File extensions taken as audio when scanning folders (all decoded by soundfile/libsndfile).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 #: Transcript files looked for beside each audio file, in this order.
 TRANSCRIPT_EXTENSIONS = (".txt", ".lab")
 
-_HASH_CHUNK = 1 << 20
 
 
 def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a file's bytes (``'missing:<path>'`` hashed when it does not exist)."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError:
         return hashlib.sha256(f"missing:{Path(path).resolve()}".encode()).hexdigest()
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -64,17 +64,17 @@ def _torch_threads():
 def toy_metrics(monkeypatch):
     """Register tests/plugins/toy_metrics.py through $SPEECHQE_PLUGINS (in this process and
     in subprocesses, which get tests/ on PYTHONPATH)."""
-    from speechqe.metrics import registry
+    from speechqe import plugins
 
     tests_dir = str(Path(__file__).resolve().parent)
     monkeypatch.setenv("SPEECHQE_PLUGINS", "plugins.toy_metrics")
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
     )
-    registry.refresh()
-    yield registry
+    plugins.refresh()
+    yield plugins
     monkeypatch.delenv("SPEECHQE_PLUGINS")
-    registry.refresh()
+    plugins.refresh()
 
 
 def write_tone(path, seconds=0.5, sr=16000, freq=220.0, amp=0.5, seed=None, channels=1):

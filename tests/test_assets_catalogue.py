@@ -111,7 +111,7 @@ def test_catalogue_rejects_malformed_entries():
 
 
 def test_models_cli_lists_and_verifies():
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["models", "--json"])
@@ -128,7 +128,7 @@ def test_models_cli_lists_and_verifies():
 
 
 def test_models_verify_fails_on_a_corrupt_override(tmp_path, cache):
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     (tmp_path / "pretrained.pt").write_bytes(b"corrupt")
     res = CliRunner().invoke(

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, write_tone
 from typer.testing import CliRunner
 
-from speechqe.cli import app
+from speechqe.cli.main import app
 
 runner = CliRunner()
 
@@ -110,7 +110,7 @@ def test_sigkill_midway_then_rerun_resumes_exactly(tmp_path, toy_metrics):
     for k in range(200):
         write_tone(tmp_path / "gen" / f"s{k % 4}" / f"u{k:03d}.wav", seconds=0.12, seed=k)
         write_tone(tmp_path / "ref" / f"u{k:03d}.wav", seconds=0.12, seed=k + 1000)
-    cmd = [sys.executable, "-m", "speechqe.cli", "score", str(tmp_path / "gen"), "--ref",
+    cmd = [sys.executable, "-m", "speechqe.cli.main", "score", str(tmp_path / "gen"), "--ref",
            str(tmp_path / "ref"), "--metrics", "toy_level,toy_snr", "--param",
            "toy_level.delay_s=0.02", "--chunk-size", "8", "--progress", "plain"]
     env = dict(os.environ)

@@ -11,7 +11,7 @@ import pytest
 from conftest import corpus
 from typer.testing import CliRunner
 
-from speechqe.cli import app
+from speechqe.cli.main import app
 
 pytestmark = pytest.mark.corpora
 

@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from speechqe import manifest, runner
-from speechqe.aggregate import aggregate
+from speechqe import manifest
+from speechqe.engine import runner
+from speechqe.engine.aggregate import aggregate
 from speechqe.errors import ConfigError
 from speechqe.store import Store
 from speechqe.suites import SuiteEntry
@@ -196,7 +197,7 @@ def test_one_undefined_output_is_an_error_record_beside_the_others(tmp_path):
     from dataclasses import dataclass  # noqa: F401
 
     from speechqe.errors import MetricComputationError
-    from speechqe.metrics.base import ItemScore, Metric, MetricSpec, OutputSpec
+    from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec
 
     class Partial(Metric):
         spec = MetricSpec(name="partial", version="1", outputs=(
@@ -217,7 +218,7 @@ def test_one_undefined_output_is_an_error_record_beside_the_others(tmp_path):
 def test_prompts_alone_satisfy_a_prompt_as_reference_metric(tmp_path, toy_metrics):
     import json
 
-    from speechqe.metrics.registry import get
+    from speechqe.plugins import get
 
     write_tone(tmp_path / "a.wav", seed=1)
     write_tone(tmp_path / "p.wav", seed=2)

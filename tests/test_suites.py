@@ -7,7 +7,7 @@ import pytest
 
 from speechqe import suites
 from speechqe.errors import ConfigError
-from speechqe.metrics import registry
+from speechqe import plugins
 
 
 @pytest.mark.parametrize("name", ["default", "tts", "enhancement"])
@@ -15,7 +15,7 @@ def test_shipped_suites_are_valid(name):
     s = suites.load_suite(name)
     assert s.entries
     for e in s.entries:
-        registry.create(e.ref, dict(e.params))  # unknown metric or parameter raises
+        plugins.create(e.ref, dict(e.params))  # unknown metric or parameter raises
 
 
 def test_unknown_keys_are_errors():

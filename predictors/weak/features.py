@@ -141,9 +141,9 @@ class _MetricFeatures:
     ``dnsmos`` (SIG, BAK, OVRL, P.808) or ``distillmos``, in the metric's output order."""
 
     def __init__(self, name: str, device: str) -> None:
-        from speechqe.metrics import registry
+        from speechqe import plugins
 
-        self.metric = registry.create(name, device=device)
+        self.metric = plugins.create(name, device=device)
         spec = self.metric.spec
         if spec.needs_reference or spec.needs_text:
             raise ConfigError(f"metric '{name}' needs a reference or text; it cannot be a MOS feature")
@@ -156,7 +156,7 @@ class _MetricFeatures:
     def vectors(self, signals: Sequence[np.ndarray]) -> list[np.ndarray | ItemError]:
         from speechqe.audio import LoadedAudio
         from speechqe.manifest import AudioItem
-        from speechqe.metrics.base import ScoringInput
+        from speechqe.metric import ScoringInput
 
         inputs = []
         for k, x in enumerate(signals):

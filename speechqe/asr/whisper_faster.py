@@ -20,7 +20,7 @@ import numpy as np
 
 from speechqe.errors import ConfigError, MissingDependencyError
 
-from .backends import ASRBackend, BackendConfig, DEFAULT_MODELS, file_fingerprint
+from .base import ASRBackend, BackendConfig, DEFAULT_MODELS, file_fingerprint
 
 
 def resolve_model_dir(model: str) -> tuple[Path, str]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from speechqe.errors import ConfigError, MissingDependencyError
 
-from .backends import ASRBackend, BackendConfig, DEFAULT_MODELS, file_fingerprint
+from .base import ASRBackend, BackendConfig, DEFAULT_MODELS, file_fingerprint
 
 #: Sizes openai-whisper knows, and the alias each is registered under.
 SIZE_ALIASES = {"large": "large-v3", "turbo": "large-v3-turbo"}

@@ -129,11 +129,42 @@ class OpenAIWhisperEncoder(Encoder):
         return [np.ascontiguousarray(np.concatenate(o, axis=1)) for o in outs]
 
 
+#: openai-whisper model names that are built offline, with no manual step, by converting a
+#: packaged CTranslate2 asset (:func:`converted_checkpoint`): every encoder block is then
+#: available (``whisper:whisper-tiny.en``, ``--layer N``), where the CTranslate2 encoder gives
+#: only the final one.
+PACKAGED_CONVERSIONS = {"whisper-tiny.en": "whisper-tiny.en-ct2"}
+
+
+def converted_checkpoint(ct2_asset: str) -> Path:
+    """The openai-whisper checkpoint converted from the CTranslate2 Whisper asset
+    ``ct2_asset`` (:func:`speechqe.asr.convert.convert_ct2_whisper`), converted once into
+    ``<speechqe cache>/converted/`` and named by the CTranslate2 weights' fingerprint, so new
+    weights convert again; a file lock makes concurrent first uses convert once."""
+    from filelock import FileLock
+
+    from speechqe import assets
+    from speechqe.asr.convert import convert_ct2_whisper
+
+    asset = assets.get(ct2_asset)
+    folder = asset.path()
+    out = assets.cache_dir() / "converted" / f"{ct2_asset}-{asset.fingerprint()}.pt"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not out.is_file():
+            convert_ct2_whisper(folder, out)
+    return out
+
+
 def load_openai_whisper(
     source: str | Path, *, device: str = "cpu", pad_to_30s: bool = True
 ) -> OpenAIWhisperEncoder:
     """``source``: a local ``.pt`` checkpoint, an asset name (``openai-whisper-base``, registered
-    by the ASR room in ``data/assets/asr.yaml``) or an openai-whisper model name (``base``),
+    in ``data/assets/asr.yaml``; a CTranslate2 Whisper asset such as ``whisper-tiny.en-ct2`` is
+    converted), a name of :data:`PACKAGED_CONVERSIONS` (``whisper-tiny.en``: the packaged
+    weights, offline) or an openai-whisper model name (``base``, downloaded by openai-whisper);
     loaded by ``whisper.load_model`` (which reads with ``weights_only=True``)."""
     try:
         import whisper
@@ -143,9 +174,20 @@ def load_openai_whisper(
 
     src = str(source)
     path = Path(src).expanduser()
-    if not path.is_file() and src in assets.catalogue():
-        path = assets.get(src).file()
-    if path.is_file():
+    converted_from = None
+    if not path.is_file() and src in PACKAGED_CONVERSIONS:
+        converted_from = PACKAGED_CONVERSIONS[src]
+    elif not path.is_file() and src in assets.catalogue():
+        if (assets.get(src).path() / "model.bin").is_file():
+            converted_from = src
+        else:
+            path = assets.get(src).file()
+    if converted_from is not None:
+        # identified by the CTranslate2 weights the conversion is a function of
+        path = converted_checkpoint(converted_from)
+        name, fp = src, "ct2-" + assets.get(converted_from).fingerprint()
+        model = whisper.load_model(str(path), device=device)
+    elif path.is_file():
         fp = assets.cached_sha256(path)[:12]
         name = path.stem
         model = whisper.load_model(str(path), device=device)

@@ -8,10 +8,10 @@ import pytest
 from conftest import corpus
 
 from speechqe import manifest
-from speechqe.aggregate import aggregate
+from speechqe.engine.aggregate import aggregate
 from speechqe.audio import LoadedAudio
-from speechqe.metrics import registry
-from speechqe.metrics.base import ItemScore, ScoringInput
+from speechqe import plugins
+from speechqe.metric import ItemScore, ScoringInput
 
 pytestmark = pytest.mark.corpora
 
@@ -22,7 +22,7 @@ def _inputs(sset):
 
 def _score_both(sset):
     """Score wer then cer on the same inputs (as the runner does), counting ASR calls."""
-    wer, cer = registry.create("wer"), registry.create("cer")
+    wer, cer = plugins.create("wer"), plugins.create("cer")
     wer.ensure_ready()
     cer.ensure_ready()
     assert wer.backend is cer.backend  # one model in memory for both metrics
@@ -104,7 +104,7 @@ def test_librivox_wer_with_the_offline_default(capsys):
     root = corpus("librivox-5")
     sset = manifest.from_folder(root)  # transcripts: <name>.txt beside each wav
     assert len(sset) == 5 and all(it.text for it in sset)
-    res_w = registry.create("wer").score_batch(_inputs(sset))
+    res_w = plugins.create("wer").score_batch(_inputs(sset))
     w = _records(sset, res_w, "wer")
     with capsys.disabled():
         print(f"\n[offline default faster-whisper tiny.en int8 beam 5] librivox-5: "

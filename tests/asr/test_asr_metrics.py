@@ -9,8 +9,8 @@ from whisper_tiny import save_openai_checkpoint, tiny_whisper
 from speechqe.audio import LoadedAudio
 from speechqe.errors import ConfigError, MissingTextError
 from speechqe.manifest import AudioItem
-from speechqe.metrics import registry
-from speechqe.metrics.base import ScoringInput
+from speechqe import plugins
+from speechqe.metric import ScoringInput
 
 
 def _inp(text, seconds=1.0, seed=0):
@@ -21,19 +21,19 @@ def _inp(text, seconds=1.0, seed=0):
 
 def test_parameters_are_validated_at_creation():
     with pytest.raises(ConfigError, match="unknown ASR backend"):
-        registry.create("wer", {"backend": "kaldi"})
+        plugins.create("wer", {"backend": "kaldi"})
     with pytest.raises(ConfigError, match="normalizer"):
-        registry.create("cer", {"normalizer": "fancy"})
+        plugins.create("cer", {"normalizer": "fancy"})
     with pytest.raises(ConfigError, match="unknown parameter"):
-        registry.create("wer", {"beam": 3})
+        plugins.create("wer", {"beam": 3})
     with pytest.raises(ConfigError, match="beam_size"):
-        registry.create("wer", {"beam_size": 0})
-    m = registry.create("wer:/some/model.pt", {"backend": "openai-whisper"})
+        plugins.create("wer", {"beam_size": 0})
+    m = plugins.create("wer:/some/model.pt", {"backend": "openai-whisper"})
     assert m.params.model == "/some/model.pt"
 
 
 def test_contract():
-    wer, cer = registry.get("wer").spec, registry.get("cer").spec
+    wer, cer = plugins.get("wer").spec, plugins.get("cer").spec
     assert wer.needs_text and wer.sample_rate == 16000 and wer.device == "cuda" and wer.batched
     assert wer.output("wer").aggregation == "ratio" and wer.output("wer").ratio == ("errors", "ref_words")
     assert wer.output("wer_utt_mean").aggregation == "mean"
@@ -42,7 +42,7 @@ def test_contract():
 
 
 def test_missing_or_empty_text_is_a_per_item_error():
-    m = registry.create("wer")
+    m = plugins.create("wer")
     ok, no_text, only_punct = _inp("hello there", seed=1), _inp(None, seed=2), _inp("?!", seed=3)
     res = m.score_batch([ok, no_text, only_punct])
     assert len(res) == 3
@@ -54,18 +54,18 @@ def test_missing_or_empty_text_is_a_per_item_error():
 
 
 def test_model_id_holds_the_weights_checksum_and_settings():
-    m = registry.create("wer", {"beam_size": 2})
+    m = plugins.create("wer", {"beam_size": 2})
     mid = m.model_id()
     assert "whisper-tiny.en-ct2@" in mid and ":beam2:int8" in mid and "norm:whisper-english" in mid
-    assert mid != registry.create("wer").model_id()
-    cer, wer = registry.create("cer"), registry.create("wer")
+    assert mid != plugins.create("wer").model_id()
+    cer, wer = plugins.create("cer"), plugins.create("wer")
     cer.ensure_ready()
     wer.ensure_ready()
     assert cer.backend is wer.backend and cer.backend.cache_key() == wer.backend.cache_key()
 
 
 def test_english_only_default_refuses_other_languages():
-    m = registry.create("wer", {"language": "de"})
+    m = plugins.create("wer", {"language": "de"})
     with pytest.raises(ConfigError, match="English-only"):
         m.ensure_ready()
 
@@ -75,7 +75,7 @@ def test_languages_without_spaces_use_characters(tmp_path):
     word rate is then computed on characters, equal to CER."""
     ckpt = save_openai_checkpoint(tiny_whisper(seed=5, n_vocab=51865), tmp_path / "ml.pt")
     params = {"backend": "openai-whisper", "model": str(ckpt), "language": "zh", "beam_size": 1}
-    wer, cer = registry.create("wer", params), registry.create("cer", params)
+    wer, cer = plugins.create("wer", params), plugins.create("cer", params)
     w = wer.score_hypothesis("我爱你，中国！", "我 爱 他 中国")
     c = cer.score_hypothesis("我爱你，中国！", "我 爱 他 中国")
     assert w.extra["unit"] == "char" and w.extra["normalizer"] == "basic"

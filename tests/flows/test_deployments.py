@@ -53,7 +53,7 @@ watches:
     ("watches:\n  - {name: a, source: /x, cron: '0 2 * * *', interval_minutes: 5}", "exactly one"),
     ("watches:\n  - {name: a, source: /x, cron: 'at two'}", "bad schedule"),
     ("watches:\n  - {name: a, source: /x, cron: '0 2 * * *', device: tpu}", "device must be one of"),
-    ("watches:\n  - {name: a, source: /x, cron: '0 2 * * *', chunk_size: 0}", "chunk_size must be"),
+    ("watches:\n  - {name: a, source: /x, cron: '0 2 * * *', chunk_size: 0}", "chunk_size: Input should be greater than or equal to 1"),
     ("watches:\n  - {name: a, source: /x, cron: '0 2 * * *'}\n  - {name: a, source: /y, cron: '0 3 * * *'}", "unique"),
     ("jobs: []", "one key, 'watches'"),
 ])

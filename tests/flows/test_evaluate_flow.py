@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import write_tone
 
-from speechqe import manifest, runner
+from speechqe import manifest
+from speechqe.engine import runner
 from speechqe.store import Store
 
 from .conftest import make_set
@@ -116,7 +117,7 @@ def test_failures_and_bad_parameters_are_recorded(tmp_path, prefect_api, toy_met
     assert failed["name"] == "nowhere" and failed["flow_run_id"]
 
     write_tone(tmp_path / "g" / "u.wav", seed=1)
-    for bad, message in [({"chunk_size": 0}, "chunk_size must be at least 1"),
+    for bad, message in [({"chunk_size": 0}, "chunk_size: Input should be greater than or equal to 1"),
                          ({"device": "tpu"}, "device must be one of"),
                          ({"metrics": ["toy_level"], "suite": "default"}, "not both"),
                          ({"metrics": ["nope"]}, "unknown metric 'nope'"),
@@ -155,7 +156,7 @@ def test_gpu_scoring_tasks_are_tagged_and_limited(tmp_path, prefect_api, toy_met
 def test_evaluate_command_runs_the_flow(tmp_path, prefect_api, toy_metrics):
     from typer.testing import CliRunner
 
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     s = make_set(tmp_path, n=2)
     db = tmp_path / "cli.duckdb"

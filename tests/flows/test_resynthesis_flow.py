@@ -1,6 +1,6 @@
 """The resynthesis-eval flow end to end on the session's Prefect API, with weight-free log-mel
 codebooks and tiny random unit HiFi-GANs in the public checkpoint layout: outputs and records
-land where the library puts them (the same records as ``resynth.evaluate``), the comparison is
+land where the library puts them (the same records as ``resynthesis.score_outputs``), the comparison is
 published, a rerun vocodes and scores nothing, a changed original is redone and only its
 outputs are scored again, bad parameters fail before any work."""
 
@@ -81,6 +81,7 @@ def _rows(db, run_id):
 
 def test_flow_resynthesizes_scores_compares_and_resumes(tmp_path, prefect_api, toy_metrics, pairs):
     from speechqe.flows.resynthesis import resynthesis_eval
+    from speechqe.engine import resynthesis
     from speechqe.vocoders import resynth
 
     out = tmp_path / "out"
@@ -109,9 +110,9 @@ def test_flow_resynthesizes_scores_compares_and_resumes(tmp_path, prefect_api, t
     assert "nominal\\_bps" in md and "toy\\_snr" in md and systems[1].replace("_", "\\_") in md
 
     # The store holds exactly what the library's evaluation stores for these outputs.
-    lib = resynth.evaluate([out / "pair0", out / "pair1"], METRICS, tmp_path / "lib.duckdb")
+    lib = resynthesis.score_outputs([out / "pair0", out / "pair1"], METRICS, tmp_path / "lib.duckdb")
     assert _rows(first["store"], first["run_id"]) == _rows(tmp_path / "lib.duckdb", lib["run_id"])
-    assert resynth.comparison_table(lib) == first["comparison"]
+    assert resynthesis.comparison_table(lib) == first["comparison"]
 
     # A rerun vocodes nothing and scores nothing.
     wav = out / "pair0" / systems[0] / "t0.wav"
@@ -154,7 +155,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path, prefect_api, toy_metrics,
 def test_resynth_command_runs_the_flow(tmp_path, prefect_api, toy_metrics, pairs):
     from typer.testing import CliRunner
 
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     out = tmp_path / "cli"
     args = ["resynth", pairs["source"], "-c", pairs["codebooks"][0], "-v", pairs["vocoders"][0],

@@ -39,7 +39,7 @@ def test_served_deployment_runs_through_the_api(tmp_path, prefect_api, toy_metri
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speechqe.cli", "serve", "--source", str(s["gen"]), "--name", "served",
+        [sys.executable, "-m", "speechqe.cli.main", "serve", "--source", str(s["gen"]), "--name", "served",
          "--cron", "0 2 * * *", "--timezone", "Europe/Berlin", "--metrics", "toy_level",
          "--db", str(db)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -77,7 +77,7 @@ def test_served_deployment_runs_through_the_api(tmp_path, prefect_api, toy_metri
 def test_serve_needs_a_server_and_valid_watches(tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     runner = CliRunner()
     with temporary_settings(restore_defaults={PREFECT_API_URL}):

@@ -141,7 +141,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path, prefect_api, mos_data):
     for kw, message in [
         ({"config": str(tmp_path / "missing.yaml")}, "config file not found"),
         ({"config": str(bad_key)}, "unknown key(s) ['learnerz']"),
-        ({"config": str(good), "device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
+        ({"config": str(good), "device": "tpu"}, "device must be one of auto, cpu, cuda, cuda:N"),
         ({"config": str(good), "gpu_slots": 0}, "gpu_slots must be at least 1"),
         ({"config": str(good), "gpu_slots": "many"}, "gpu_slots"),
     ]:
@@ -159,7 +159,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path, prefect_api, mos_data):
 def test_mos_train_command_runs_the_flow(tmp_path, prefect_api, mos_data):
     from typer.testing import CliRunner
 
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     config, out = _config(mos_data), tmp_path / "b"
     args = ["mos", "train", "--config", str(config), "--out", str(out), "--flow"]

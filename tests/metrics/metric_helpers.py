@@ -11,7 +11,7 @@ import numpy as np
 from speechqe.audio import LoadedAudio
 from speechqe.errors import ItemError
 from speechqe.manifest import AudioItem
-from speechqe.metrics.base import ItemScore, Metric, ScoringInput
+from speechqe.metric import ItemScore, Metric, ScoringInput
 
 
 def make_input(

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from speechqe.errors import ConfigError
-from speechqe.metrics import registry
+from speechqe import plugins
 
 EXPECTED = {
     "pesq": ("pesq",),
@@ -33,7 +33,7 @@ RATES = {"pesq": 16000, "pesq_nb": 8000, "stoi": 10000, "estoi": 10000, "si_sdr"
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_registered_with_a_coherent_spec(name):
-    cls = registry.get(name)
+    cls = plugins.get(name)
     spec = cls.spec
     assert spec.name == name
     assert spec.output_names == EXPECTED[name]
@@ -52,26 +52,26 @@ def test_registered_with_a_coherent_spec(name):
 
 
 def test_output_names_are_unique_across_metrics():
-    names = [o for n in EXPECTED for o in registry.get(n).spec.output_names]
+    names = [o for n in EXPECTED for o in plugins.get(n).spec.output_names]
     assert len(names) == len(set(names))
 
 
 def test_params_change_the_model_id_and_unknown_keys_are_errors():
-    assert registry.create("si_sdr").model_id() != registry.create(
+    assert plugins.create("si_sdr").model_id() != plugins.create(
         "si_sdr", {"zero_mean": False}).model_id()
-    assert registry.create("mcd").model_id() != registry.create(
+    assert plugins.create("mcd").model_id() != plugins.create(
         "mcd", {"include_c0": True}).model_id()
     with pytest.raises(ConfigError, match="unknown parameter"):
-        registry.create("pesq", {"mode": "nb"})
+        plugins.create("pesq", {"mode": "nb"})
     with pytest.raises(ConfigError, match="unknown parameter"):
-        registry.create("dnsmos", {"max_batch": 4})  # a run-time setting, not a parameter
+        plugins.create("dnsmos", {"max_batch": 4})  # a run-time setting, not a parameter
 
 
 def test_listing_metrics_imports_no_heavy_library():
     code = (
-        "import sys; from speechqe.metrics import registry; "
-        "[c.spec for c in registry.available().values()]; "
-        "[registry.create(n) for n in registry.available()]; "
+        "import sys; from speechqe import plugins; "
+        "[c.spec for c in plugins.available().values()]; "
+        "[plugins.create(n) for n in plugins.available()]; "
         "heavy = ['torch', 'torchaudio', 'onnxruntime', 'librosa', 'pesq', 'pystoi', "
         "'pyworld', 'pysptk', 'speechmos', 'distillmos', 'scipy']; "
         "print(','.join(m for m in heavy if m in sys.modules))"

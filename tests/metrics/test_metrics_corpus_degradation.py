@@ -20,7 +20,7 @@ from conftest import corpus
 from metric_helpers import clips, load_clip, make_input, value
 from speechqe import degrade
 from speechqe.audio import LoadedAudio
-from speechqe.metrics import registry
+from speechqe import plugins
 from speechqe.metrics.functional.dnsmos import segments
 
 SNRS = (20.0, 10.0, 0.0)
@@ -48,7 +48,7 @@ def test_scores_fall_as_snr_falls():
     full = os.environ.get("SPEECHQE_QUICK_CORPUS") != "1"
     one_segment = [k for k, a in enumerate(auds) if segments(a.at(16000)).shape[0] == 1]
     dns_clips = list(range(len(auds))) if full else one_segment
-    pesq, stoi, dnsmos = (registry.create(n) for n in ("pesq", "stoi", "dnsmos"))
+    pesq, stoi, dnsmos = (plugins.create(n) for n in ("pesq", "stoi", "dnsmos"))
     lines = []
     for kind in KINDS:
         p = np.zeros((len(auds), len(SNRS)))

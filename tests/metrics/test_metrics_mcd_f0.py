@@ -14,7 +14,7 @@ from metric_helpers import load_clip, make_input, score, value
 from speechqe import degrade
 from speechqe.audio import LoadedAudio, resample
 from speechqe.errors import LengthMismatchError, MetricComputationError
-from speechqe.metrics import registry
+from speechqe import plugins
 from speechqe.metrics.functional import mcd as mcd_core
 from speechqe.metrics.functional import world
 from speechqe.metrics.functional.dtw import dtw
@@ -119,7 +119,7 @@ MCD_GOLDEN = {"noisy": 12.625105, "faster": 3.822282}
 def test_mcd_golden_and_equal_to_independent_implementation(clip, which):
     ref, deg = clip[0], clip[1] if which == "noisy" else clip[2]
     inp = make_input(deg, ref=ref)
-    got = value(registry.create("mcd"), inp)
+    got = value(plugins.create("mcd"), inp)
     assert got == pytest.approx(MCD_GOLDEN[which], abs=1e-5)
     assert got == pytest.approx(_independent_mcd(inp.reference(SR), inp.signal(SR)), rel=2e-3)
 
@@ -130,19 +130,19 @@ def test_mcd_analytic_gain(clip):
     ref = clip[0]
     half = LoadedAudio.from_array(ref.samples * 0.5, ref.sample_rate)
     inp = make_input(half, ref=ref)
-    assert value(registry.create("mcd"), inp) == pytest.approx(0.0, abs=1e-5)
-    with_c0 = value(registry.create("mcd", {"include_c0": True}), inp)
+    assert value(plugins.create("mcd"), inp) == pytest.approx(0.0, abs=1e-5)
+    with_c0 = value(plugins.create("mcd", {"include_c0": True}), inp)
     assert with_c0 == pytest.approx(mcd_core.MCD_CONSTANT * np.log(2.0), abs=1e-5)
     assert mcd_core.MCD_CONSTANT == pytest.approx(6.141851463713754, rel=1e-15)
 
 
 def test_mcd_identical_is_zero_and_noise_orders(clip):
     ref, noisy, _ = clip
-    assert value(registry.create("mcd", {"f0_method": "dio"}), make_input(ref, ref=ref)) == 0.0
+    assert value(plugins.create("mcd", {"f0_method": "dio"}), make_input(ref, ref=ref)) == 0.0
     noisier = LoadedAudio.from_array(
         degrade.add_noise(ref.samples, degrade.white_noise(ref.samples.size, 3), 0.0), 22050
     )
-    m = registry.create("mcd", {"f0_method": "dio"})
+    m = plugins.create("mcd", {"f0_method": "dio"})
     assert value(m, make_input(noisier, ref=ref)) > value(m, make_input(noisy, ref=ref)) > 1.0
 
 
@@ -158,7 +158,7 @@ def test_f0_analytic_shift_on_synthetic_voice():
     t = np.arange(2 * SR) / SR
     f = 150 + 20 * np.sin(2 * np.pi * 3 * t)
     ref, deg = _harmonic(f), _harmonic(f * 2 ** (50 / 1200))
-    res = score(registry.create("f0", {"align": "none"}), make_input(deg, SR, ref=ref))
+    res = score(plugins.create("f0", {"align": "none"}), make_input(deg, SR, ref=ref))
     assert res.values["f0_rmse_cents"] == pytest.approx(50.0, abs=2.0)
     assert res.values["f0_corr"] > 0.999
     assert res.values["vuv_error"] == 0.0
@@ -173,7 +173,7 @@ def test_f0_voicing_error_counts():
     deg = ref.copy()
     cut = int(1.2 * SR)
     deg[cut:] = 0.01 * np.random.default_rng(0).standard_normal(deg.size - cut)
-    res = score(registry.create("f0", {"align": "none", "f0_method": "dio"}),
+    res = score(plugins.create("f0", {"align": "none", "f0_method": "dio"}),
                 make_input(deg, SR, ref=ref))
     e = res.extra
     assert res.values["vuv_error"] == pytest.approx(0.4, abs=0.02)
@@ -203,7 +203,7 @@ F0_GOLDEN = {"f0_rmse_cents": 110.066143, "f0_corr": 0.993308, "vuv_error": 0.03
 
 def test_f0_golden_on_speech_with_dtw(clip):
     ref, _, faster = clip
-    res = score(registry.create("f0"), make_input(faster, ref=ref))
+    res = score(plugins.create("f0"), make_input(faster, ref=ref))
     for k, v in F0_GOLDEN.items():
         assert res.values[k] == pytest.approx(v, abs=1e-5), k
     assert res.values["f0_rmse_cents"] > 84.0  # never below the true shift here
@@ -227,16 +227,16 @@ def test_mcd_and_f0_share_one_analysis_and_one_path(clip, monkeypatch):
     ref, _, faster = clip
     inp = make_input(faster, ref=ref)
     params = {"f0_method": "dio"}
-    mcd_value = value(registry.create("mcd", params), inp)
-    f0_value = value(registry.create("f0", params), inp)
+    mcd_value = value(plugins.create("mcd", params), inp)
+    f0_value = value(plugins.create("f0", params), inp)
     assert calls == {"analyse": 2, "dtw": 1}
     # in the other order, on a fresh item: the same numbers, again one analysis each
     fresh = make_input(faster, ref=ref)
-    assert value(registry.create("f0", params), fresh) == f0_value
-    assert value(registry.create("mcd", params), fresh) == mcd_value
+    assert value(plugins.create("f0", params), fresh) == f0_value
+    assert value(plugins.create("mcd", params), fresh) == mcd_value
     assert calls == {"analyse": 4, "dtw": 2}
     # different analysis settings do not share
-    value(registry.create("f0", {"f0_method": "dio", "frame_period_ms": 10.0}), inp)
+    value(plugins.create("f0", {"f0_method": "dio", "frame_period_ms": 10.0}), inp)
     assert calls == {"analyse": 6, "dtw": 3}
 
 
@@ -245,7 +245,7 @@ def test_f0_unvoiced_input_fails_rmse_and_corr_but_keeps_vuv():
     rng = np.random.default_rng(0)
     a = (0.1 * rng.standard_normal(SR)).astype(np.float32)
     b = (0.1 * rng.standard_normal(SR)).astype(np.float32)
-    metric = registry.create("f0", {"f0_method": "dio", "align": "none"})
+    metric = plugins.create("f0", {"f0_method": "dio", "align": "none"})
     res = score(metric, make_input(b, SR, ref=a))
     assert set(res.values) == {"vuv_error"} and 0.0 <= res.values["vuv_error"] <= 1.0
     assert set(res.errors) == {"f0_rmse_cents", "f0_corr", "f0_gpe"}
@@ -256,7 +256,7 @@ def test_f0_unvoiced_input_fails_rmse_and_corr_but_keeps_vuv():
 def test_unaligned_lengths_need_dtw(clip):
     ref, _, faster = clip
     for name in ("f0", "mcd"):
-        res = score(registry.create(name, {"align": "none", "f0_method": "dio"}),
+        res = score(plugins.create(name, {"align": "none", "f0_method": "dio"}),
                     make_input(faster, ref=ref))
         assert isinstance(res, LengthMismatchError), name
 
@@ -265,8 +265,8 @@ def test_world_params_are_validated():
     from speechqe.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        registry.create("f0", {"align": "nearest"})
+        plugins.create("f0", {"align": "nearest"})
     with pytest.raises(ConfigError):
-        registry.create("mcd", {"f0_method": "yin"})
+        plugins.create("mcd", {"f0_method": "yin"})
     with pytest.raises(ConfigError):
-        registry.create("mcd", {"mcep_order": 24, "window": "hann"})
+        plugins.create("mcd", {"mcep_order": 24, "window": "hann"})

@@ -13,7 +13,7 @@ from conftest import corpus
 from metric_helpers import load_clip, make_input, score
 from speechqe import assets, degrade
 from speechqe.errors import ChecksumMismatchError, TooShortError
-from speechqe.metrics import registry
+from speechqe import plugins
 from speechqe.metrics.functional import dnsmos as dnsmos_core
 
 pytest.importorskip("onnxruntime")
@@ -39,7 +39,7 @@ def signals() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def dnsmos_metric():
-    m = registry.create("dnsmos")
+    m = plugins.create("dnsmos")
     m.ensure_ready()
     return m
 
@@ -135,7 +135,7 @@ def test_dnsmos_batch_failure_is_retried_item_by_item(signals, dnsmos_metric, mo
 
 def test_dnsmos_contract_refuses_too_short():
     x = (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32)
-    assert isinstance(score(registry.create("dnsmos"), make_input(x, 16000)), TooShortError)
+    assert isinstance(score(plugins.create("dnsmos"), make_input(x, 16000)), TooShortError)
 
 
 def _tampered_copy(asset_name: str, tmp_path, victim: str):
@@ -162,7 +162,7 @@ def test_model_files_are_verified_before_use(name, asset, victim, tmp_path):
     assets.set_override(asset, folder)
     try:
         with pytest.raises(ChecksumMismatchError, match=victim):
-            registry.create(name).ensure_ready()
+            plugins.create(name).ensure_ready()
     finally:
         assets.clear_overrides()
 
@@ -170,7 +170,7 @@ def test_model_files_are_verified_before_use(name, asset, victim, tmp_path):
 def test_model_ids_carry_the_asset_fingerprint():
     for name, asset in (("dnsmos", "dnsmos-p835"), ("distillmos", "distillmos-v7"),
                         ("plcmos", "plcmos-v2")):
-        assert registry.create(name).model_id().endswith(assets.get(asset).fingerprint())
+        assert plugins.create(name).model_id().endswith(assets.get(asset).fingerprint())
 
 
 # --- DistillMOS -----------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def reference_distillmos():
 def test_distillmos_equals_library_and_golden(signals, reference_distillmos):
     import torch
 
-    metric = registry.create("distillmos")
+    metric = plugins.create("distillmos")
     for name in ("short", "noisy"):
         x = signals[name]
         res = score(metric, make_input(x, 16000))
@@ -229,8 +229,8 @@ def test_dnsmos_cuda_equals_cpu(signals):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider")
     inputs = [make_input(x, 16000, item_id=k) for k, x in signals.items()]
-    cpu = registry.create("dnsmos", device="cpu").score_batch(inputs)
-    gpu = registry.create("dnsmos", device="cuda").score_batch(inputs)
+    cpu = plugins.create("dnsmos", device="cpu").score_batch(inputs)
+    gpu = plugins.create("dnsmos", device="cuda").score_batch(inputs)
     for c, g in zip(cpu, gpu):
         for k, _ in KEYS:
             assert g.values[k] == pytest.approx(c.values[k], abs=1e-3)
@@ -241,8 +241,8 @@ def test_distillmos_cuda_equals_cpu(signals):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    cpu = registry.create("distillmos", device="cpu")
-    gpu = registry.create("distillmos", device="cuda")
+    cpu = plugins.create("distillmos", device="cpu")
+    gpu = plugins.create("distillmos", device="cuda")
     for x in signals.values():
         inp = make_input(x, 16000)
         assert score(gpu, inp).values["distillmos"] == pytest.approx(
@@ -253,7 +253,7 @@ def test_distillmos_cuda_equals_cpu(signals):
 def test_plcmos_equals_speechmos_with_the_same_seed_and_is_deterministic(signals):
     from speechmos import plcmos as speechmos_plcmos
 
-    metric = registry.create("plcmos")
+    metric = plugins.create("plcmos")
     for name in ("short", "noisy"):
         x = signals[name]
         np.random.seed(0)  # the original draws its rater embeddings from the global RNG

@@ -11,7 +11,7 @@ from metric_helpers import load_clip, make_input, score, value
 from speechqe import degrade
 from speechqe.audio import LoadedAudio
 from speechqe.errors import MetricComputationError, TooShortError
-from speechqe.metrics import registry
+from speechqe import plugins
 from speechqe.metrics.functional.pesq import pesq as pesq_core
 from speechqe.metrics.functional.stoi import stoi as stoi_core
 
@@ -58,7 +58,7 @@ def _direct(name: str, ref: np.ndarray, deg: np.ndarray) -> float:
 @pytest.mark.parametrize("name", ["pesq", "pesq_nb", "stoi", "estoi"])
 def test_equals_library_and_golden(name, condition):
     ref, deg = _pair(condition)
-    metric = registry.create(name)
+    metric = plugins.create(name)
     assert metric.spec.sample_rate == RATES[name]
     got = value(metric, make_input(deg, ref=ref))
     sr = RATES[name]
@@ -102,7 +102,7 @@ def test_pesq_library_errors_become_metric_errors(name, rate):
         pesq_core(noise[: rate // 5], noise[: rate // 5], rate, mode)
     # ... and refused before the library by the contract's min_duration
     short = noise[: rate // 5]
-    res = score(registry.create(name), make_input(short, rate, ref=short))
+    res = score(plugins.create(name), make_input(short, rate, ref=short))
     assert isinstance(res, TooShortError)
 
 
@@ -115,7 +115,7 @@ def test_pesq_error_is_never_a_score(monkeypatch):
 
     monkeypatch.setattr(pesq_lib, "pesq", boom)
     x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
-    res = score(registry.create("pesq"), make_input(x, 16000, ref=x))
+    res = score(plugins.create("pesq"), make_input(x, 16000, ref=x))
     assert isinstance(res, MetricComputationError)
     assert res.code == "metric_failed" and "No utterances detected" in str(res)
 
@@ -138,14 +138,14 @@ def test_pesq_refuses_a_reference_below_its_rate():
 
     ref, deg = _pair("white10")
     ref8 = LoadedAudio.from_array(ref.at(8000), 8000)
-    assert isinstance(score(registry.create("pesq"), make_input(deg, ref=ref8)), SampleRateError)
-    assert value(registry.create("pesq_nb"), make_input(deg, ref=ref8)) > 1.0
-    pesq = registry.create("pesq")
+    assert isinstance(score(plugins.create("pesq"), make_input(deg, ref=ref8)), SampleRateError)
+    assert value(plugins.create("pesq_nb"), make_input(deg, ref=ref8)) > 1.0
+    pesq = plugins.create("pesq")
     clean = value(pesq, make_input(ref, ref=ref))
     assert value(pesq, make_input(ref8, ref=ref)) < clean - 0.5  # narrow-band speech is penalised
 
 
 def test_stoi_contract_min_duration():
     x = (0.1 * np.random.default_rng(0).standard_normal(3000)).astype(np.float32)
-    res = score(registry.create("stoi"), make_input(x, 10000, ref=x))
+    res = score(plugins.create("stoi"), make_input(x, 10000, ref=x))
     assert isinstance(res, TooShortError)

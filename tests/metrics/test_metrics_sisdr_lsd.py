@@ -13,7 +13,7 @@ from metric_helpers import load_clip, make_input, score, value
 from speechqe import degrade
 from speechqe.audio import LoadedAudio
 from speechqe.errors import LengthMismatchError, MissingReferenceError, SilentAudioError
-from speechqe.metrics import registry
+from speechqe import plugins
 from speechqe.metrics.functional.align import match_lengths
 from speechqe.metrics.functional.lsd import lsd, power_spectrogram
 from speechqe.metrics.functional.sisdr import si_sdr
@@ -66,7 +66,7 @@ def test_si_sdr_adapter_equals_torchmetrics_on_speech():
     x = a.samples
     y = degrade.add_noise(x, degrade.white_noise(x.size, 5), 5.0)
     inp = make_input(y, a.sample_rate, ref=x)
-    got = value(registry.create("si_sdr"), inp)
+    got = value(plugins.create("si_sdr"), inp)
     want = tm.scale_invariant_signal_distortion_ratio(
         torch.from_numpy(inp.signal(16000).astype(np.float64)),
         torch.from_numpy(inp.reference(16000).astype(np.float64)), zero_mean=True,
@@ -100,7 +100,7 @@ def test_si_sdr_zero_energy_is_silent_error():
     with pytest.raises(SilentAudioError, match="reference has no energy"):
         si_sdr(np.zeros(4000), s)
     # through the adapter: a DC-only signal passes decoding checks but has no SI-SDR
-    res = score(registry.create("si_sdr"), make_input(np.full(16000, 0.25, np.float32), 16000,
+    res = score(plugins.create("si_sdr"), make_input(np.full(16000, 0.25, np.float32), 16000,
                                                        ref=s[:4000].astype(np.float32).repeat(4)))
     assert isinstance(res, SilentAudioError)
 
@@ -126,7 +126,7 @@ def test_sample_metrics_trim_or_refuse_length_mismatch(name):
     ref = np.convolve(rng.standard_normal(sr * 2), np.hanning(31), "same").astype(np.float32)
     ref *= 0.1
     deg = ref + 0.01 * rng.standard_normal(ref.size).astype(np.float32)
-    metric = registry.create(name)
+    metric = plugins.create(name)
     same = value(metric, make_input(deg, sr, ref=ref))
     # 10 ms of extra samples at the end: trimmed, same score as the trimmed pair
     longer = np.concatenate([deg, 0.01 * rng.standard_normal(160).astype(np.float32)])
@@ -134,14 +134,14 @@ def test_sample_metrics_trim_or_refuse_length_mismatch(name):
     # 200 ms: refused, unless the tolerance is raised
     much_longer = np.concatenate([deg, 0.01 * rng.standard_normal(3200).astype(np.float32)])
     assert isinstance(score(metric, make_input(much_longer, sr, ref=ref)), LengthMismatchError)
-    loose = registry.create(name, {"max_length_diff_s": 0.5})
+    loose = plugins.create(name, {"max_length_diff_s": 0.5})
     assert value(loose, make_input(much_longer, sr, ref=ref)) == pytest.approx(same, abs=0.2)
 
 
 @pytest.mark.parametrize("name", ["si_sdr", "stoi", "estoi", "lsd", "pesq", "pesq_nb", "mcd", "f0"])
 def test_intrusive_metrics_need_a_reference(name):
     x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
-    res = score(registry.create(name), make_input(x, 16000))
+    res = score(plugins.create(name), make_input(x, 16000))
     assert isinstance(res, MissingReferenceError)
 
 
@@ -175,7 +175,7 @@ def test_lsd_adapter_on_speech_uses_reference_rate():
     a = load_clip(str(corpus("ljspeech-32") / "wavs" / "LJ001-0013.wav"))
     x = a.samples
     narrow = degrade.band_limit(x, a.sample_rate, 4000.0)
-    metric = registry.create("lsd")
+    metric = plugins.create("lsd")
     res = score(metric, make_input(narrow, a.sample_rate, ref=x))
     assert res.extra["sample_rate"] == 22050
     # the definition written with librosa's STFT (independent of our framing)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechqe.errors import LengthMismatchError
-from speechqe.metrics.base import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
+from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
 
 
 @dataclass(frozen=True)

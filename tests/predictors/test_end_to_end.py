@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from speechqe.audio import LoadedAudio
 from speechqe.encoders.ssl import TINY_ARCH
 from speechqe.manifest import from_sheet_csv
-from speechqe.metrics import registry
-from speechqe.metrics.base import ScoringInput
+from speechqe import plugins
+from speechqe.metric import ScoringInput
 from speechqe.predictors.bundle import MOSBundle
-from speechqe.predictors.cli import app
+from speechqe.cli.mos import app
 from speechqe.predictors.synthetic import CONDITIONS, Clip, build_degraded_set
 from speechqe.predictors.train import load_config, predict_set, train_bundle
 
@@ -132,13 +132,13 @@ def test_every_learner_trains_and_the_bundle_round_trips(tiny_data, tmp_path):
     inputs = [ScoringInput(it, LoadedAudio.from_file(it.path)) for it in some]
     for ref, col in [("mos_ensemble", "ensemble"), ("mos_strong", "strong"),
                      ("mos_whisper", "whisper-frozen"), ("mos_weak", None)]:
-        m = registry.create(f"{ref}:{tmp_path / 'bundle'}")
+        m = plugins.create(f"{ref}:{tmp_path / 'bundle'}")
         m.ensure_ready()
         assert trained.bundle_id in m.model_id()
         res = m.score_batch(inputs)
         col = col or m.column
         np.testing.assert_allclose([r.values[ref] for r in res], batched[col], atol=1e-5)
-    m = registry.create(f"mos_whisper:{tmp_path / 'bundle'}", {"component": "whisper-finetune"})
+    m = plugins.create(f"mos_whisper:{tmp_path / 'bundle'}", {"component": "whisper-finetune"})
     m.ensure_ready()
     assert m.column == "whisper-finetune"
 

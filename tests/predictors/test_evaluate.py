@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_tone
-from speechqe.predictors.cli import app
+from speechqe.cli.mos import app
 from speechqe.predictors.evaluate import evaluate, scores
 
 # Six utterances of three systems.

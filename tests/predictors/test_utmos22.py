@@ -104,15 +104,15 @@ def test_full_size_published_layout(tmp_path):
 def test_utmos_strong_metric_scores_like_the_model(tmp_path):
     from speechqe.audio import LoadedAudio
     from speechqe.manifest import AudioItem
-    from speechqe.metrics import registry
-    from speechqe.metrics.base import ScoringInput
+    from speechqe import plugins
+    from speechqe.metric import ScoringInput
 
     # 48-d so that the published 12 heads divide it
     sd = speechmos_state_dict(dim=48, layers=2, ffn=64, conv=TINY_CONV, pos_kernel=16,
                               pos_groups=4, emb=8, rnn=16, proj=32)
     path = tmp_path / "utmos.pt"
     torch.save(sd, path)
-    m = registry.create(f"utmos_strong:{path}")
+    m = plugins.create(f"utmos_strong:{path}")
     m.ensure_ready()
     assert m.model_id().startswith("utmos22-")
     rng = np.random.default_rng(3)

@@ -11,8 +11,9 @@ import pytest
 from conftest import write_tone
 from typer.testing import CliRunner
 
-from speechqe.history import RegressionPolicy, compare_records, paired_bootstrap, unpaired_bootstrap
-from speechqe.metrics.base import OutputSpec
+from speechqe.engine.aggregate import bootstrap
+from speechqe.engine.history import RegressionPolicy, compare_records
+from speechqe.metric import OutputSpec
 
 SPECS = {
     "q": OutputSpec("q", higher_is_better=True, valid_range=(1.0, 5.0)),
@@ -71,8 +72,8 @@ def test_planted_drop_is_flagged_by_direction_only_where_planted():
     # a large change of a metric without a direction is shown, never flagged
     assert by[("sys_b", "level")].delta == pytest.approx(4.85, abs=0.05) and not by[("sys_b", "level")].flag
     # pairing is what makes the drop visible: as independent samples its CI spans zero
-    _, lo, hi = unpaired_bootstrap(np.array([r["value"] for r in a if r["metric"] == "q" and r["system"] == "sys_b"]),
-                                   np.array([r["value"] for r in b if r["metric"] == "q" and r["system"] == "sys_b"]))
+    _, lo, hi = bootstrap(np.array([r["value"] for r in a if r["metric"] == "q" and r["system"] == "sys_b"]), None,
+                          np.array([r["value"] for r in b if r["metric"] == "q" and r["system"] == "sys_b"]), None)
     assert lo < 0 < hi
     # a per-metric threshold above the drop silences it; improvements mirror regressions
     strict = compare_records(a, b, SPECS, RegressionPolicy(absolute=(("q", 0.2),)))
@@ -83,10 +84,10 @@ def test_planted_drop_is_flagged_by_direction_only_where_planted():
 
 def test_ratio_bootstrap_and_edge_cases():
     num, den = np.array([1.0, 2, 0, 3]), np.array([10.0, 10, 5, 10])
-    delta, lo, hi = paired_bootstrap(num, num * 2, den, den)
+    delta, lo, hi = bootstrap(num, den, num * 2, den, paired=True)
     assert delta == pytest.approx(6 / 35) and lo <= delta <= hi
-    assert paired_bootstrap(np.array([1.0]), np.array([2.0])) == (1.0, 1.0, 1.0)
-    assert all(math.isnan(x) for x in paired_bootstrap(np.array([]), np.array([])))
+    assert bootstrap(np.array([1.0]), None, np.array([2.0]), paired=True) == (1.0, 1.0, 1.0)
+    assert all(math.isnan(x) for x in bootstrap(np.array([]), None, np.array([]), paired=True))
     # error records are counted, not compared; a single shared item falls back to unpaired
     a = [{"system": "s", "item_id": "u0", "metric": "q", "value": 3.0, "status": "ok", "extra": {}},
          {"system": "s", "item_id": "u1", "metric": "q", "value": math.nan, "status": "error", "extra": {}}]
@@ -120,7 +121,7 @@ def make_two_runs(tmp_path, toy_metrics, hostile=False):
     transcripts are HTML/JS. Returns the store path and the two run ids."""
     import soundfile as sf
 
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     names = {"sys_a": HOSTILE_SYSTEM if hostile else "sys_a", "sys_b": "sys_b"}
     stems = [f"u{k}" for k in range(8)] + ([HOSTILE_ITEM] if hostile else [])
@@ -153,7 +154,7 @@ def make_two_runs(tmp_path, toy_metrics, hostile=False):
 
 
 def test_compare_command_flags_and_gates(tmp_path, toy_metrics):
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     db, (a, b) = make_two_runs(tmp_path, toy_metrics)
     runner = CliRunner()
@@ -172,7 +173,7 @@ def test_compare_command_flags_and_gates(tmp_path, toy_metrics):
 
 
 def test_report_command_writes_and_prints_the_path(tmp_path, toy_metrics):
-    from speechqe.cli import app
+    from speechqe.cli.main import app
 
     db, (a, b) = make_two_runs(tmp_path, toy_metrics)
     runner = CliRunner()

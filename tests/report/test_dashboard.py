@@ -25,7 +25,7 @@ def _get(url, host=None):
 
 @pytest.fixture
 def served(tmp_path, toy_metrics):
-    from speechqe.report.server import Dashboard, make_server
+    from speechqe.engine.report.server import Dashboard, make_server
 
     db, ids = make_two_runs(tmp_path, toy_metrics)
     server = make_server(Dashboard(db), port=0)

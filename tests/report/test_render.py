@@ -7,12 +7,18 @@ import base64
 import json
 import re
 
-from speechqe.aggregate import Aggregate
-from speechqe.metrics.base import OutputSpec
-from speechqe.report.data import ReportData, gather
-from speechqe.report.render import (Assets, json_for_script, markdown_summary, plotly_text,
-                                    summary_table, transcript_html)
-from speechqe.report.worddiff import align_words, diff_html, display_normalise
+from speechqe.engine.aggregate import Aggregate
+from speechqe.metric import OutputSpec
+from speechqe.engine.report.data import ReportData, gather
+from speechqe.engine.report.render import (
+    Assets,
+    json_for_script,
+    markdown_summary,
+    plotly_text,
+    summary_table,
+    transcript_html,
+)
+from speechqe.engine.report.worddiff import align_words, diff_html, display_normalise
 
 
 def test_word_diff_marks_edits_and_escapes():

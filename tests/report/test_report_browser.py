@@ -56,7 +56,7 @@ class Page:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, browser):
-    from speechqe.metrics import registry
+    from speechqe import plugins
 
     # module scope: set the toy plugin by hand (the toy_metrics fixture is per test)
     import os
@@ -67,7 +67,7 @@ def runs(tmp_path_factory, browser):
     sys.path.insert(0, tests_dir)
     old = os.environ.get("SPEECHQE_PLUGINS")
     os.environ["SPEECHQE_PLUGINS"] = "plugins.toy_metrics"
-    registry.refresh()
+    plugins.refresh()
     tmp = tmp_path_factory.mktemp("report")
     db, ids = make_two_runs(tmp, None, hostile=True)
     yield tmp, db, ids
@@ -75,11 +75,11 @@ def runs(tmp_path_factory, browser):
         os.environ.pop("SPEECHQE_PLUGINS", None)
     else:
         os.environ["SPEECHQE_PLUGINS"] = old
-    registry.refresh()
+    plugins.refresh()
 
 
 def test_report_renders_offline_and_shows_markup_as_text(browser, runs):
-    from speechqe.report import write_report
+    from speechqe.engine.report import write_report
     from speechqe.store import Store
 
     tmp, db, (a, b) = runs
@@ -121,7 +121,7 @@ def test_report_renders_offline_and_shows_markup_as_text(browser, runs):
 
 
 def test_dashboard_pages_render(browser, runs):
-    from speechqe.report.server import Dashboard, make_server
+    from speechqe.engine.report.server import Dashboard, make_server
 
     tmp, db, (a, b) = runs
     server = make_server(Dashboard(db), port=0)

@@ -18,8 +18,8 @@ from speechqe.errors import (
     TooShortError,
 )
 from speechqe.manifest import AudioItem
-from speechqe.metrics import registry
-from speechqe.metrics.base import ItemScore, ScoringInput
+from speechqe import plugins
+from speechqe.metric import ItemScore, ScoringInput
 from speechqe.speaker import EncoderConfig, eer, load_encoder, trial_scores
 
 
@@ -58,7 +58,7 @@ def test_same_speaker_scores_higher_and_eer_is_low(librispeech, capsys):
     assert same > diff
     assert r.eer < 0.15
     # the metric gives exactly the cosine of these embeddings
-    m = registry.create("speaker_sim")
+    m = plugins.create("speaker_sim")
     res = m.score_batch([_inp(audio[0], ref=audio[1], item_id="a"),
                          _inp(audio[0], ref=audio[-1], item_id="b")])
     assert res[0].values["speaker_sim"] == pytest.approx(float(emb[0] @ emb[1]), abs=1e-5)
@@ -70,13 +70,13 @@ def test_same_speaker_scores_higher_and_eer_is_low(librispeech, capsys):
 def test_below_16k_is_refused_unless_allowed(librispeech):
     audio, speakers = librispeech
     narrow = LoadedAudio.from_array(resample(audio[0].samples, 16000, 8000), 8000)
-    m = registry.create("speaker_sim")
+    m = plugins.create("speaker_sim")
     for inp in (_inp(narrow, ref=audio[1]), _inp(audio[1], ref=narrow)):
         with pytest.raises(SampleRateError, match="8000 Hz"):
             m.check_input(inp)
         (res,) = m.score_batch([inp])
         assert isinstance(res, SampleRateError) and res.code == "sample_rate"
-    allowed = registry.create("speaker_sim", {"allow_low_sample_rate": True})
+    allowed = plugins.create("speaker_sim", {"allow_low_sample_rate": True})
     (res,) = allowed.score_batch([_inp(narrow, ref=audio[1])])
     assert isinstance(res, ItemScore) and -1 <= res.values["speaker_sim"] <= 1
 
@@ -85,7 +85,7 @@ def test_below_16k_is_refused_unless_allowed(librispeech):
 def test_prompt_is_used_before_the_reference(librispeech):
     audio, speakers = librispeech
     other = next(k for k, s in enumerate(speakers) if s != speakers[0])
-    m = registry.create("speaker_sim")
+    m = plugins.create("speaker_sim")
     with_prompt, ref_only = m.score_batch([
         _inp(audio[0], ref=audio[other], prompt=audio[1], item_id="p"),
         _inp(audio[0], ref=audio[other], item_id="r"),
@@ -98,7 +98,7 @@ def test_per_item_errors():
     rng = np.random.default_rng(0)
     x = LoadedAudio.from_array(0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
     short = LoadedAudio.from_array(0.1 * rng.standard_normal(3000).astype(np.float32), 16000)
-    m = registry.create("speaker_sim")
+    m = plugins.create("speaker_sim")
     with pytest.raises(MissingReferenceError, match="prompt or a reference"):
         m.check_input(_inp(x))
     m.check_input(_inp(x, prompt=x))  # a prompt alone is enough
@@ -110,19 +110,19 @@ def test_per_item_errors():
 
 
 def test_contract_and_model_id():
-    spec = registry.get("speaker_sim").spec
+    spec = plugins.get("speaker_sim").spec
     assert spec.needs_reference and spec.sample_rate == 16000 and spec.kind == "speaker"
     assert spec.output("speaker_sim").higher_is_better and spec.output("speaker_sim").valid_range == (-1.0, 1.0)
-    mid = registry.create("speaker_sim").model_id()
-    assert "resemblyzer-ge2e@" in mid and mid != registry.create("speaker_sim", {"vad_trim": False}).model_id()
+    mid = plugins.create("speaker_sim").model_id()
+    assert "resemblyzer-ge2e@" in mid and mid != plugins.create("speaker_sim", {"vad_trim": False}).model_id()
     with pytest.raises(ConfigError, match="unknown speaker encoder"):
-        registry.create("speaker_sim", {"backend": "xvector"})
+        plugins.create("speaker_sim", {"backend": "xvector"})
 
 
 def test_ecapa_loads_a_local_from_hparams_folder_in_place(tmp_path):
     folder = write_tiny_ecapa(tmp_path / "ecapa")
     before = sorted(p.name for p in folder.iterdir())
-    m = registry.create("speaker_sim", {"backend": "speechbrain-ecapa", "model": str(folder)})
+    m = plugins.create("speaker_sim", {"backend": "speechbrain-ecapa", "model": str(folder)})
     rng = np.random.default_rng(1)
     a = LoadedAudio.from_array(0.1 * rng.standard_normal(24000).astype(np.float32), 16000)
     b = LoadedAudio.from_array(0.1 * rng.standard_normal(20000).astype(np.float32), 16000)

@@ -14,7 +14,9 @@ from conftest import write_tone
 from speechqe.errors import ConfigError
 from speechqe.manifest import from_folder
 from speechqe.vocoders.features import load_feature_source
-from speechqe.vocoders.resynth import ResynthOptions, comparison_table, evaluate, resynthesize
+from speechqe.engine.resynthesis import comparison_table
+from speechqe.engine.resynthesis import score_outputs as evaluate
+from speechqe.vocoders.resynth import ResynthOptions, resynthesize
 from speechqe.vocoders.tokenize import encode_set, train_codebook
 from speechqe.vocoders.unit_hifigan.checkpoint import save_checkpoint
 from speechqe.vocoders.unit_hifigan.config import GeneratorConfig

@@ -10,7 +10,7 @@ import torch
 from conftest import write_tone
 from typer.testing import CliRunner
 
-from speechqe.vocoders.cli import app
+from speechqe.cli.vocoders import app
 from speechqe.vocoders.unit_hifigan.checkpoint import save_checkpoint
 from speechqe.vocoders.unit_hifigan.config import GeneratorConfig
 from speechqe.vocoders.unit_hifigan.model import UnitHiFiGAN
@@ -18,7 +18,7 @@ from speechqe.vocoders.units import Codebook, read_units
 
 
 def test_cli_module_import_is_light():
-    code = ("import sys, speechqe.vocoders.cli; "
+    code = ("import sys, speechqe.cli.vocoders; "
             "print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

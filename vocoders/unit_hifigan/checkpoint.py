@@ -156,18 +156,14 @@ def checkpoint_id(checkpoint: str | Path, config: str | Path | None = None) -> s
     Raises:
         ConfigError: as :func:`resolve_generator_file`.
     """
-    import hashlib
+    from speechqe.hashing import sha256_files
 
     g_path, default_cfg = resolve_generator_file(checkpoint)
-    h = hashlib.sha256()
-    for path in (g_path, Path(config) if config else default_cfg):
+    paths = (g_path, Path(config) if config else default_cfg)
+    for path in paths:
         if not path.is_file():
             raise ConfigError(f"vocoder config not found: {path}")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
+    return sha256_files(paths)[:16]
 
 
 def load_generator(

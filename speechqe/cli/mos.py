@@ -6,15 +6,15 @@ Imports stay light at module level (typer, rich); torch and the learners load in
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from speechqe.errors import SpeechQEError
+
+from .common import console, fail
 
 app = typer.Typer(
     name="mos",
@@ -23,13 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
-
-
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -40,16 +33,16 @@ def train(
     flow: bool = typer.Option(False, "--flow", help="Run as the train-mos-predictor Prefect flow: a rerun with the same config and data reuses the bundle in --out (see docs/orchestration.md)."),
 ) -> None:
     """Train every configured learner and the stacking ensemble; write a versioned bundle."""
-    from .train import config_base, load_config, train_bundle
+    from speechqe.predictors.train import config_base, load_config, train_bundle
 
     try:
         cfg = load_config(config, device=device)  # fails fast, before Prefect starts
         if flow:
-            from speechqe.flows.cli import load_flows
+            from speechqe.cli.flows import load_flows
 
             summary = load_flows("train", "speechqe mos train --flow").train_mos_predictor(
                 config=str(config), out=str(out), device=device)
-            from .bundle import read_meta
+            from speechqe.predictors.bundle import read_meta
 
             if summary["status"] == "reused":
                 console.print(f"{out} already holds this config's bundle (same training data): "
@@ -59,7 +52,7 @@ def train(
             return
         bundle = train_bundle(cfg, out, base=config_base(config), say=lambda m: console.print(m, highlight=False))
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     _print_report(bundle.meta["report"])
 
 
@@ -75,7 +68,7 @@ def _print_report(report: dict) -> None:
 
 
 def _load_truth(data: Path, fmt: str, split: str, audio_root: Optional[Path]):
-    from .data import DataSpec, load_data
+    from speechqe.predictors.data import DataSpec, load_data
 
     return load_data(DataSpec(format=fmt, path=str(data), split=split,
                               audio_root=str(audio_root) if audio_root else ""))
@@ -99,8 +92,8 @@ def evaluate(
     with percentile bootstrap confidence intervals."""
     import numpy as np
 
-    from .evaluate import evaluate as run_eval
-    from .evaluate import read_predictions
+    from speechqe.predictors.evaluate import evaluate as run_eval
+    from speechqe.predictors.evaluate import read_predictions
 
     try:
         truth = _load_truth(data, fmt, split, audio_root)
@@ -111,8 +104,8 @@ def evaluate(
             preds = read_predictions(predictions)
             cols = {"predictions": np.array([preds.get(it.id, np.nan) for it in labelled])}
         elif bundle is not None:
-            from .bundle import MOSBundle
-            from .train import predict_set
+            from speechqe.predictors.bundle import MOSBundle
+            from speechqe.predictors.train import predict_set
 
             b = MOSBundle.load(bundle)
             outs, _ = predict_set(b, truth.replace_items(labelled))
@@ -127,7 +120,7 @@ def evaluate(
             results[name] = {**ev.to_dict(), "n_missing": int((~ok).sum()),
                              "missing": [it.id for it, k in zip(labelled, ok) if not k][:20]}
     except (SpeechQEError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     for name, r in results.items():
         table = Table(title=f"{name}: {r['n_items']} items, {r['n_systems']} systems"
                       + (f", {r['n_missing']} without a prediction" if r["n_missing"] else ""))
@@ -173,8 +166,8 @@ def predict(
 
     from speechqe.manifest import load_speech_set
 
-    from .bundle import MOSBundle
-    from .train import predict_set
+    from speechqe.predictors.bundle import MOSBundle
+    from speechqe.predictors.train import predict_set
 
     try:
         sset = load_speech_set(path)
@@ -182,7 +175,7 @@ def predict(
         cols = None if component in ("all", "ensemble") else [component]
         outs, errors = predict_set(b, sset, columns=cols, ensemble=component in ("all", "ensemble"))
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     names = list(outs) if component == "all" else [component]
     with open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

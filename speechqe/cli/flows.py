@@ -10,19 +10,9 @@ from typing import List, Optional
 
 import typer
 
+from .common import console, fail, parse_params, print_summary
+
 app = typer.Typer(add_completion=False)
-
-
-def _fail(exc: Exception, code: int = 2) -> None:
-    from speechqe.cli import _fail as fail
-
-    fail(exc, code)
-
-
-def _params(values: List[str] | None) -> dict:
-    from speechqe.cli import _parse_params
-
-    return _parse_params(values)
 
 
 def load_flows(module: str = "evaluate", command: str = "speechqe evaluate/serve"):
@@ -44,7 +34,7 @@ def _flows():
 
 
 def _thresholds(values: List[str] | None) -> dict[str, float]:
-    from speechqe.history import RegressionPolicy
+    from speechqe.engine.history import RegressionPolicy
 
     return dict(RegressionPolicy.parse(thresholds=values or ()).absolute)
 
@@ -76,7 +66,7 @@ def evaluate(
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
-    from speechqe.evaluation import DEFAULT_STORE, EvaluationConfig
+    from speechqe.engine.evaluation import DEFAULT_STORE, EvaluationConfig
 
     try:
         parameters = dict(
@@ -87,24 +77,23 @@ def evaluate(
             chunk_size=chunk_size, retry_errors=retry_errors, skip_unchanged=skip_unchanged,
             report=report, report_dir=str(report_dir) if report_dir else None,
             baseline=None if baseline == "none" else baseline, regression_relative=relative,
-            regression_thresholds=_thresholds(threshold), params=_params(param),
+            regression_thresholds=_thresholds(threshold), params=parse_params(param),
             gpu_slots=gpu_slots,
         )
         EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
         flow = _flows().evaluate_with(dask_address, dask_workers)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     try:
         summary = flow(**parameters, fail_on_regression=False)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     _print_outcome(summary, Path(parameters["store"]))
     if fail_on_regression and summary.get("regressions"):
         raise typer.Exit(1)
 
 
 def _print_outcome(summary: dict, db: Path) -> None:
-    from speechqe.cli import console, print_summary
     from speechqe.store import Store
 
     if summary["status"] == "unchanged":
@@ -159,7 +148,7 @@ def serve(
             os.environ[ev.DASK_ADDRESS_ENV] = dask_address
         if dask_workers:
             os.environ[ev.DASK_WORKERS_ENV] = str(dask_workers)
-        from . import deployments as dep
+        from speechqe.flows import deployments as dep
 
         if watch_file is not None:
             if source is not None:
@@ -173,7 +162,7 @@ def serve(
                 references=str(ref) if ref else None, transcripts=str(text) if text else None,
                 store=str(db) if db else None, report_dir=str(report_dir) if report_dir else None,
             ).items() if v is not None}
-            from speechqe.evaluation import EvaluationConfig
+            from speechqe.engine.evaluation import EvaluationConfig
 
             watches = [dep.watch_from_dict(
                 {"name": name or EvaluationConfig.create(source=source).set_name,
@@ -181,7 +170,7 @@ def serve(
                  "timezone": timezone, **params}, "--source")]
         deployments = dep.deployments(watches)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     from prefect import serve as prefect_serve
 
     prefect_serve(*deployments, limit=limit)

@@ -21,11 +21,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ..errors import ConfigError, SpeechQEError, StoreError
-from ..history import RegressionPolicy, baseline_for, compare_runs, trend
-from .data import gather
-from .render import (AUDIO_MIME, Assets, ReportData, _ts, chart_divs, changes_table, page,
-                     plotly_js, render_run_report, table, trend_charts)
+from speechqe.errors import ConfigError, SpeechQEError, StoreError
+from speechqe.engine.history import RegressionPolicy, baseline_for, compare_runs, trend
+from speechqe.engine.report.data import gather
+from speechqe.engine.report.render import (
+    AUDIO_MIME,
+    Assets,
+    ReportData,
+    _ts,
+    chart_divs,
+    changes_table,
+    page,
+    plotly_js,
+    render_run_report,
+    table,
+    trend_charts,
+)
 
 esc = html.escape
 
@@ -50,14 +61,14 @@ class Dashboard:
         )
 
     def _store(self):
-        from ..store import Store
+        from speechqe.store import Store
 
         return Store(self.db, read_only=True)
 
     def aggregates_of(self, store):
         """Per-run aggregates, memoised by the run's results fingerprint (a retried error
         changes an older run's results: the fingerprint catches it)."""
-        from ..aggregate import aggregate
+        from speechqe.engine.aggregate import aggregate
 
         def get(run_id: str):
             key = (run_id, store.results_fingerprint(run_id))
@@ -166,7 +177,7 @@ class Dashboard:
 
 
 def _specs():
-    from speechqe.metrics.registry import output_specs
+    from speechqe.plugins import output_specs
 
     return output_specs()
 

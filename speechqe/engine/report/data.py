@@ -11,9 +11,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..aggregate import Aggregate, aggregate
-from ..errors import ConfigError
-from ..history import Comparison, RegressionPolicy, TrendPoint, baseline_for, compare_records, trend
+from speechqe.engine.aggregate import Aggregate, aggregate
+from speechqe.errors import ConfigError
+from speechqe.engine.history import (
+    Comparison,
+    RegressionPolicy,
+    TrendPoint,
+    baseline_for,
+    compare_records,
+    trend,
+)
 
 #: Fields of an ASR record's ``extra`` that the transcript view reads: the raw hypothesis, and
 #: the normalised reference and hypothesis the metric scored (when it stores them).
@@ -100,7 +107,7 @@ def gather(
     if n_worst < 0:
         raise ConfigError("--worst must be >= 0")
     if output_specs is None:
-        from speechqe.metrics.registry import output_specs as _specs
+        from speechqe.plugins import output_specs as _specs
 
         output_specs = _specs()
     run = store.run(run_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..history import RegressionPolicy
+    from speechqe.engine.history import RegressionPolicy
 
 
 def write_report(
@@ -29,8 +29,8 @@ def write_report(
     The file is self-contained (plotly.js inline, audio of the listed utterances embedded up to
     ``embed_audio_mb``), written atomically.
     """
-    from .data import gather
-    from .render import Assets, render_run_report
+    from speechqe.engine.report.data import gather
+    from speechqe.engine.report.render import Assets, render_run_report
 
     data = gather(store, run_id, baseline=baseline, policy=policy, n_worst=n_worst,
                   trend_limit=trend_limit)

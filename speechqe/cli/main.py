@@ -1,22 +1,31 @@
-"""The ``speechqe`` command line (typer + rich).
+"""The ``speechqe`` command line (typer + rich): the root app, ``score`` and the store
+inspection commands; the other commands are typer sub-apps of this package (``models``,
+``report``, ``flows``, ``mos``, ``vocoders``), mounted at the end of this module.
 
 Module-level imports stay light (no torch, no prefect): ``speechqe --help`` must be instant.
-Each room adds its commands as a typer sub-app defined in its own ``cli`` module.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .errors import ConfigError, SpeechQEError
+from speechqe.errors import ConfigError, SpeechQEError
+
+from .common import (
+    DEFAULT_OUT_DIR,
+    apply_asset_overrides,
+    console,
+    err_console,
+    fail,
+    parse_params,
+    print_summary,
+    progress_reporter,
+)
 
 app = typer.Typer(
     name="speechqe",
@@ -25,40 +34,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Off a terminal (logs, CI, pipes) tables get room instead of rich's default 80 columns.
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
-
-DEFAULT_OUT_DIR = Path("speechqe-out")
-
-
-def _fail(exc: Exception, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _apply_asset_overrides(assets: List[str] | None) -> None:
-    from . import assets as asset_registry
-
-    for spec in assets or []:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--asset takes NAME=PATH (got {spec!r})")
-        asset_registry.set_override(name.strip(), path.strip())
-
-
-def _parse_params(values: List[str] | None) -> dict[str, dict[str, Any]]:
-    """``--param mcd.align=none`` -> ``{'mcd': {'align': 'none'}}`` (values parsed as YAML)."""
-    import yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for v in values or []:
-        key, sep, raw = v.partition("=")
-        metric, dot, pname = key.partition(".")
-        if not sep or not dot or not metric or not pname:
-            raise ConfigError(f"--param takes METRIC.NAME=VALUE (got {v!r})")
-        out.setdefault(metric.strip(), {})[pname.strip()] = yaml.safe_load(raw)
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,13 +63,15 @@ def score(
         _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset,
                system, name, chunk_size, retry_errors, progress)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset, system,
            name, chunk_size, retry_errors, progress) -> None:
-    from . import manifest, runner, suites
-    from .store import Store
+    from speechqe import manifest
+    from speechqe.devices import is_device_name, resolve_device
+    from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
+    from speechqe.store import Store
 
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
         raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {out.name})")
@@ -102,143 +79,38 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         raise ConfigError("--progress must be auto, bar, plain or none")
     if metrics and suite:
         raise ConfigError("give either --suite or --metrics, not both")
-    _apply_asset_overrides(asset)
-    overrides = _parse_params(param)
-    dev = runner.resolve_device(device)
-    if metrics:
-        entries, suite_name, explicit = suites.entries_from_list(metrics.split(",")), None, True
-    else:
-        s = suites.load_suite(suite or "default")
-        entries, suite_name, explicit = s.entries, s.name, False
-
-    sset = manifest.load_speech_set(path, ref_dir=ref, text_file=text, system=system)
-    plan = runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides)
-    info = manifest.summarise(sset)
-    console.print(
-        f"[bold]{sset.name}[/]: {info['items']} items, {len(info['systems'])} systems, "
-        f"{info['hours'] * 60:.1f} min of audio; {info['with_reference']} with reference, "
-        f"{info['with_text']} with transcript; header errors: {info['header_errors']}",
-        highlight=False,
-    )
-    for mname, reason in plan.skipped:
-        console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
-
+    if not is_device_name(device):
+        raise ConfigError(f"--device must be one of auto, cpu, cuda, cuda:N (got {device!r})")
+    apply_asset_overrides(asset)
     db_path = db or DEFAULT_OUT_DIR / "speechqe.duckdb"
-    with Store(db_path) as store:
-        with _progress_reporter(progress) as report:
-            result = runner.score(
-                sset, plan.requests, store, device=dev, workers=workers,
-                chunk_size=chunk_size, retry_errors=retry_errors, run_name=name,
-                suite=suite_name,
-                params={"source": str(path), "ref": str(ref) if ref else None,
-                        "text": str(text) if text else None, "device": dev,
-                        "workers": workers, "metrics": [r.ref for r in plan.requests]},
-                progress=report,
-            )
+    cfg = EvaluationConfig.create(
+        source=str(path), references=ref, transcripts=text, suite=suite, metrics=metrics,
+        store=str(db_path), name=name, system=system, device=device, chunk_size=chunk_size,
+        retry_errors=retry_errors, params=parse_params(param), report=False, baseline=None,
+    )
+    resolve_device(device)  # a GPU that is not there stops the command before any hashing
+    steps = Steps(workers)
+
+    def planned(sset, plan) -> None:
+        info = manifest.summarise(sset)
+        console.print(
+            f"[bold]{sset.name}[/]: {info['items']} items, {len(info['systems'])} systems, "
+            f"{info['hours'] * 60:.1f} min of audio; {info['with_reference']} with reference, "
+            f"{info['with_text']} with transcript; header errors: {info['header_errors']}",
+            highlight=False,
+        )
+        for mname, reason in plan.skipped:
+            console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
+
+    with progress_reporter(progress) as report:
+        result = evaluate(cfg, steps, on_planned=planned, progress=report)
+    with Store(db_path, read_only=True) as store:
         records = store.results(result.run_id)
         if out is not None:
             store.export(result.run_id, out)
     print_summary(records, result.run_id, db_path, reused=result.n_reused_items)
     if out is not None:
         console.print(f"results written to {out}", highlight=False)
-
-
-class _progress_reporter:
-    """Context manager giving a progress callback: a rich bar on a terminal, plain lines in
-    logs (one per committed chunk, so a log shows how far a killed run got)."""
-
-    def __init__(self, mode: str):
-        if mode == "auto":
-            mode = "bar" if err_console.is_terminal else "plain"
-        self.mode = mode
-        self._bar = None
-        self._task = None
-
-    def __enter__(self):
-        if self.mode == "bar":
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
-
-            self._bar = Progress(
-                TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[errors]} errors"), TimeRemainingColumn(),
-                console=err_console, transient=True,
-            )
-            self._bar.__enter__()
-        return self._callback
-
-    def _callback(self, p) -> None:
-        if self.mode == "bar":
-            if self._task is None:
-                self._task = self._bar.add_task("score", total=p.total_items, errors=0)
-            self._bar.update(self._task, completed=p.done_items, errors=p.errors)
-        elif self.mode == "plain":
-            print(
-                f"scored {p.done_items}/{p.total_items} items "
-                f"({p.reused_items} reused, {p.records} new records, {p.errors} errors)",
-                file=sys.stderr, flush=True,
-            )
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
-def print_summary(records: list[dict], run_id: str, db_path: Path, reused: int = 0) -> None:
-    """System-by-metric table: mean [95% CI] per cell, error counts, directions."""
-    from .aggregate import aggregate
-    from speechqe.metrics.registry import output_specs
-
-    specs = output_specs()
-    aggs = aggregate(records, specs)
-    systems = sorted({a.system for a in aggs if a.system != "ALL"})
-    cols = systems + (["ALL"] if len(systems) > 1 else [])
-    metrics_in_order = list(dict.fromkeys(a.metric for a in aggs))
-    table = Table(title=f"run {run_id}", show_lines=False)
-    table.add_column("metric", style="bold")
-    for s in cols:
-        table.add_column(s, justify="right")
-    by_key = {(a.system, a.metric): a for a in aggs}
-    for m in metrics_in_order:
-        spec = specs.get(m)
-        arrow = "" if spec is None or spec.higher_is_better is None else (
-            " ↑" if spec.higher_is_better else " ↓")
-        label = m + arrow + (" (corpus)" if spec is not None and spec.aggregation == "ratio" else "")
-        row = [label]
-        for s in cols:
-            a = by_key.get((s, m))
-            if a is None:
-                row.append("")
-                continue
-            cell = f"{_fmt(a.mean)} [{_fmt(a.ci_low)}, {_fmt(a.ci_high)}]" if a.n else "-"
-            if a.n_errors:
-                cell += f" [red]({a.n_errors} err)[/]"
-            row.append(cell)
-        table.add_row(*row)
-    console.print(table)
-    n_err = sum(1 for r in records if r["status"] == "error")
-    err_items = len({r["item_id"] for r in records if r["status"] == "error"})
-    console.print(
-        f"{len(records)} records ({n_err} errors on {err_items} items); "
-        f"{reused} items reused from the store; store: {db_path}",
-        highlight=False,
-    )
-    if n_err:
-        reasons: dict[str, int] = {}
-        for r in records:
-            if r["status"] == "error":
-                reasons[r["error_type"]] = reasons.get(r["error_type"], 0) + 1
-        console.print(
-            "errors by reason: " + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())),
-            highlight=False,
-        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -251,16 +123,18 @@ def list_metrics(
     """List every metric with its contract."""
     import dataclasses
 
-    from speechqe.metrics.registry import available
+    from speechqe import plugins
 
-    metrics = available()
+    metrics = plugins.available()
     if as_json:
-        out = {n: dataclasses.asdict(c.spec) for n, c in metrics.items()}
+        out = {n: {**dataclasses.asdict(c.spec), "adapter": c.__module__,
+                   "registered_by": plugins.origin(n)} for n, c in metrics.items()}
         console.print_json(json.dumps(out, default=str))
+        _report_broken_plugins(plugins.broken())
         return
     table = Table(title="metrics")
     for col in ("metric", "outputs", "rate", "needs", "direction", "range", "aggregation",
-                "device", "batched", "version", "extra"):
+                "device", "batched", "version", "extra", "adapter", "core"):
         table.add_column(col)
     for n, cls in metrics.items():
         s = cls.spec
@@ -271,8 +145,19 @@ def list_metrics(
         table.add_row(
             n, ", ".join(s.output_names), f"{s.sample_rate or 'native'}", needs, dirs, ranges,
             aggs, s.device, "yes" if s.batched else "no", s.version, s.extra or "-",
+            cls.__module__, s.core or "-",
         )
     console.print(table)
+    _report_broken_plugins(plugins.broken())
+
+
+def _report_broken_plugins(broken) -> None:
+    """A plugin that failed to load is listed with its error, and the listing exits 1."""
+    for b in broken:
+        err_console.print(f"[bold red]plugin failed to load:[/] {b.source}: {b.error}",
+                          highlight=False, soft_wrap=True)
+    if broken:
+        raise typer.Exit(1)
 
 
 def _b(x, upper: bool = False) -> str:
@@ -282,7 +167,7 @@ def _b(x, upper: bool = False) -> str:
 @app.command("suites")
 def list_suites() -> None:
     """List the scoring suites and their metrics."""
-    from .suites import available_suites, load_suite
+    from speechqe.suites import available_suites, load_suite
 
     for name in available_suites():
         s = load_suite(name)
@@ -299,12 +184,12 @@ def build_manifest(
     system: Optional[str] = typer.Option(None, "--system"),
 ) -> None:
     """Build a speech-set manifest (headers and content hashes only) and write it as JSONL."""
-    from . import manifest
+    from speechqe import manifest
 
     try:
         sset = manifest.load_speech_set(path, ref_dir=ref, text_file=text, system=system)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     sset.to_jsonl(output)
     console.print_json(json.dumps(manifest.summarise(sset)))
 
@@ -312,13 +197,13 @@ def build_manifest(
 @app.command("runs")
 def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db")) -> None:
     """List the runs in a results store."""
-    from .store import Store
+    from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             runs = store.runs()
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     table = Table(title=str(db))
     for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused", "suite"):
         table.add_column(col)
@@ -337,14 +222,14 @@ def summary(
     db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
 ) -> None:
     """Print the system-by-metric summary of a stored run."""
-    from .store import Store
+    from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             r = store.run(run)
             records = store.results(r["run_id"])
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     print_summary(records, r["run_id"], db, reused=r["n_reused"] or 0)
 
 
@@ -355,18 +240,18 @@ def export(
     db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
 ) -> None:
     """Export a stored run's long-format results."""
-    from .store import Store
+    from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             r = store.run(run)
             store.export(r["run_id"], out)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
 
 
-from .assets_cli import app as _models_app  # noqa: E402  (sub-app: speechqe models ...)
+from .models import app as _models_app  # noqa: E402  (sub-app: speechqe models ...)
 
 app.add_typer(_models_app, name="models")
 
@@ -374,18 +259,18 @@ app.add_typer(_models_app, name="models")
 # Orchestration, history and reports (speechqe/report/cli.py, flows/cli.py): evaluate, serve,
 # report, compare, dashboard; merged at the top level.
 # ------------------------------------------------------------------------------------------
-from .report.cli import app as _report_app  # noqa: E402
-from speechqe.flows.cli import app as _flows_app  # noqa: E402
+from .report import app as _report_app  # noqa: E402
+from .flows import app as _flows_app  # noqa: E402
 
 app.add_typer(_report_app)
 app.add_typer(_flows_app)
 
-from speechqe.predictors.cli import app as _mos_app  # noqa: E402  (light: typer + rich only)
+from .mos import app as _mos_app  # noqa: E402  (light: typer + rich only)
 
 app.add_typer(_mos_app, name="mos")
 
 # Rooms' sub-apps (their modules import nothing heavy at module level).
-from speechqe.vocoders.cli import resynth as _resynth, units_app as _units_app  # noqa: E402
+from .vocoders import resynth as _resynth, units_app as _units_app  # noqa: E402
 
 app.add_typer(_units_app, name="units")
 app.command("resynth")(_resynth)

@@ -85,6 +85,9 @@ class MetricSpec:
         min_duration: shortest input in seconds (shorter -> ``too_short`` error).
         kind: ``'intrusive'``, ``'non-intrusive'``, ``'asr'``, ``'speaker'``, ``'mos-predictor'``.
         source: the library or paper it implements.
+        core: the module that computes the numbers (the adapter delegates to it), e.g.
+            ``speechqe.metrics.functional.pesq`` or ``speechqe.asr``; shown by
+            ``speechqe metrics`` beside the adapter's own module.
         extra: the pip extra that installs its dependencies (``''``: core).
     """
 
@@ -102,6 +105,7 @@ class MetricSpec:
     description: str = ""
     source: str = ""
     licence: str = ""
+    core: str = ""
     extra: str = ""
 
     @property

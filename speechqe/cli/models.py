@@ -1,19 +1,19 @@
 """``speechqe models``: list, verify, fetch and convert pretrained assets.
 
-Wired into the main CLI as a sub-app (``app.add_typer(assets_cli.app, name="models")``).
+Wired into the main CLI as a sub-app (``app.add_typer(models.app, name="models")``).
 Module-level imports are light (typer, rich); the registry is imported inside the commands.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from .common import console, fail
 
 app = typer.Typer(
     help="Pretrained assets: where each model comes from, whether it is here, its checksums.",
@@ -21,13 +21,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
-
-
-def _fail(exc: Exception, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _human(n: int | None) -> str:
@@ -74,14 +67,14 @@ def list_models(
                 raise ConfigError(f"--asset takes NAME=PATH (got {spec!r})")
             assets.set_override(name.strip(), path.strip())
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     if ctx.invoked_subcommand is not None:
         return
 
     try:
         rows = [assets.status(a) for a in assets.catalogue().values()]
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps([
             {"name": s.asset.name, "source": s.asset.source, "format": s.asset.format,
@@ -129,7 +122,7 @@ def verify(
     try:
         selected = _selected(names)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     bad = 0
     table = Table(title="asset verification")
     for col in ("name", "result", "location"):
@@ -164,7 +157,7 @@ def fetch(
             root = a.path(download=True)
             console.print(f"{a.name}: ok ({root})", highlight=False)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @app.command("convert-ct2-whisper")
@@ -182,5 +175,5 @@ def convert_ct2_whisper(
         folder = assets.get(source).path() if source in assets.catalogue() else Path(source)
         path = convert(folder, out)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"wrote {path}", highlight=False)

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .data import ReportData, fmt
-from .worddiff import diff_html, display_normalise
+from speechqe.engine.report.data import ReportData, fmt
+from speechqe.engine.report.worddiff import diff_html, display_normalise
 
 esc = html.escape
 
@@ -90,7 +90,7 @@ def _plotly():
     try:
         import plotly
     except ImportError as exc:
-        from ..errors import MissingDependencyError
+        from speechqe.errors import MissingDependencyError
 
         raise MissingDependencyError("plotly", "flows", "HTML reports") from exc
     return plotly

@@ -5,7 +5,7 @@ each system's aggregate (``B - A``) with a **paired bootstrap**: the same resamp
 used for both runs, so the CI reflects the change, not the spread of the items (a mean over
 utterances of very different difficulty moves little between two runs of the same system, and
 an unpaired CI would hide real drops). The statistic is the metric's declared aggregation
-(:mod:`speechqe.aggregate`): the mean, or the ratio of sums (corpus WER) recomputed on every
+(:mod:`speechqe.engine.aggregate`): the mean, or the ratio of sums (corpus WER) recomputed on every
 resample. When fewer than two items pair up (different sets), the runs are compared as two
 independent samples and the result says so.
 
@@ -28,8 +28,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .aggregate import N_BOOTSTRAP, SEED, aggregate, columns, percentile_ci, statistic
-from .errors import ConfigError
+from speechqe.engine.aggregate import N_BOOTSTRAP, SEED, aggregate, bootstrap, columns, statistic
+from speechqe.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -144,65 +144,6 @@ class Change:
 
 
 # ------------------------------------------------------------------------------------------
-# Bootstrap of a difference
-# ------------------------------------------------------------------------------------------
-def paired_bootstrap(
-    a: np.ndarray,
-    b: np.ndarray,
-    den_a: np.ndarray | None = None,
-    den_b: np.ndarray | None = None,
-    *,
-    n_boot: int = N_BOOTSTRAP,
-    seed: int = SEED,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """Change ``stat(b) - stat(a)`` of paired samples and its percentile-bootstrap CI.
-
-    Args:
-        a, b: ``(n,)`` values of the same ``n`` items in runs A and B (numerators for ratios).
-        den_a, den_b: ``(n,)`` denominators when the statistic is ``sum(x) / sum(den)``.
-
-    Returns:
-        ``(delta, ci_low, ci_high)``; the CI resamples items jointly in both runs.
-    """
-    n = a.size
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    delta = float(statistic(b, den_b) - statistic(a, den_a))
-    if n == 1:
-        return (delta, delta, delta)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    stats = statistic(b[idx], None if den_b is None else den_b[idx]) - statistic(
-        a[idx], None if den_a is None else den_a[idx]
-    )
-    return (delta, *percentile_ci(stats, level))
-
-
-def unpaired_bootstrap(
-    a: np.ndarray,
-    b: np.ndarray,
-    den_a: np.ndarray | None = None,
-    den_b: np.ndarray | None = None,
-    *,
-    n_boot: int = N_BOOTSTRAP,
-    seed: int = SEED,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """Like :func:`paired_bootstrap` for two independent samples (resampled separately)."""
-    if a.size == 0 or b.size == 0:
-        return (math.nan, math.nan, math.nan)
-    delta = float(statistic(b, den_b) - statistic(a, den_a))
-    rng = np.random.default_rng(seed)
-    ia = rng.integers(0, a.size, size=(n_boot, a.size))
-    ib = rng.integers(0, b.size, size=(n_boot, b.size))
-    stats = statistic(b[ib], None if den_b is None else den_b[ib]) - statistic(
-        a[ia], None if den_a is None else den_a[ia]
-    )
-    return (delta, *percentile_ci(stats, level))
-
-
-# ------------------------------------------------------------------------------------------
 # Comparing runs
 # ------------------------------------------------------------------------------------------
 def compare_records(
@@ -217,7 +158,7 @@ def compare_records(
     Error records are counted, never compared.
     """
     if output_specs is None:
-        from speechqe.metrics.registry import output_specs as _specs
+        from speechqe.plugins import output_specs as _specs
 
         output_specs = _specs()
     policy = policy or RegressionPolicy()
@@ -237,14 +178,14 @@ def compare_records(
         if len(common) >= 2:
             xa, da = columns([ok_a[k] for k in common], spec)
             xb, db = columns([ok_b[k] for k in common], spec)
-            delta, lo, hi = paired_bootstrap(xa, xb, da, db, n_boot=policy.n_boot,
-                                             seed=policy.seed, level=policy.level)
+            delta, lo, hi = bootstrap(xa, da, xb, db, paired=True, n_boot=policy.n_boot,
+                                      seed=policy.seed, level=policy.level)
             paired = True
         else:
             xa, da = columns(list(ok_a.values()), spec)
             xb, db = columns(list(ok_b.values()), spec)
-            delta, lo, hi = unpaired_bootstrap(xa, xb, da, db, n_boot=policy.n_boot,
-                                               seed=policy.seed, level=policy.level)
+            delta, lo, hi = bootstrap(xa, da, xb, db, paired=False, n_boot=policy.n_boot,
+                                      seed=policy.seed, level=policy.level)
             paired = False
         # The means shown are each run's own aggregate over all its ok items.
         fa, fda = columns(list(ok_a.values()), spec)

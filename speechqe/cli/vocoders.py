@@ -1,22 +1,22 @@
 """``speechqe units train|encode`` and ``speechqe resynth`` (typer sub-apps).
 
 Module-level imports stay light (typer, rich): torch and the encoders load inside commands.
-``speechqe/cli.py`` mounts these with ``app.add_typer(units_app, name="units")`` and
+``speechqe.cli.main`` mounts these with ``app.add_typer(units_app, name="units")`` and
 ``app.command("resynth")(resynth)``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from speechqe.errors import ConfigError, SpeechQEError
+
+from .common import console, fail
 
 app = typer.Typer(help="Speech tokens and token vocoders.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -24,13 +24,6 @@ units_app = typer.Typer(help="K-means speech units: train a codebook, encode a s
                         no_args_is_help=True, add_completion=False,
                         pretty_exceptions_enable=False)
 app.add_typer(units_app, name="units")
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
-
-
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[red]error:[/] {exc}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _load_set(path: Path, text: Optional[Path]):
@@ -58,9 +51,9 @@ def units_train(
 ) -> None:
     """Fit a K-means codebook on an encoder layer's features of a speech set."""
     try:
-        from .features import load_feature_source
-        from .tokenize import train_codebook
-        from .units import KMeansConfig
+        from speechqe.vocoders.features import load_feature_source
+        from speechqe.vocoders.tokenize import train_codebook
+        from speechqe.vocoders.units import KMeansConfig
 
         sset = _load_set(speech_set, None)
         src = load_feature_source(encoder, layer, device=device,
@@ -71,7 +64,7 @@ def units_train(
         cb = train_codebook(sset, src, cfg, max_frames_per_item=max_frames_per_item)
         path = cb.save(out)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     info = cb.info
     console.print(
         f"codebook {path}: k={cb.k}, {cb.encoder} layer {cb.layer}, {cb.frame_rate:g} frames/s, "
@@ -106,9 +99,9 @@ def units_encode(
 ) -> None:
     """Encode a speech set into unit sequences and report the stream's bitrate."""
     try:
-        from .features import load_feature_source
-        from .tokenize import encode_set
-        from .units import Codebook, bitrate_report, write_units
+        from speechqe.vocoders.features import load_feature_source
+        from speechqe.vocoders.tokenize import encode_set
+        from speechqe.vocoders.units import Codebook, bitrate_report, write_units
 
         cb = Codebook.load(codebook)
         spec = encoder or cb.info.get("encoder_spec")
@@ -122,7 +115,7 @@ def units_encode(
         write_units(out, res.records, cb, dedup)
         br = bitrate_report(res.units(), cb.frame_rate, cb.k) if res.records else None
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"{len(res.records)} unit sequences written to {out}", highlight=False)
     for item_id, reason in res.errors.items():
         console.print(f"[yellow]error {item_id}[/]: {reason}", highlight=False)
@@ -157,14 +150,12 @@ def resynth(
     """Speech set -> units -> waveform -> scores against the originals, one row per
     tokenizer/vocoder pair with its bitrate."""
     try:
-        from .resynth import (
+        from speechqe.engine.resynthesis import choose_metrics, comparison_table, score_outputs
+        from speechqe.vocoders.resynth import (
             COMPARISON_NAME,
             STORE_NAME,
             ResynthOptions,
             check_pairs,
-            choose_metrics,
-            comparison_table,
-            evaluate,
             load_pair,
             pair_dir,
             resynthesize,
@@ -198,12 +189,12 @@ def resynth(
             if missing:
                 console.print(f"[yellow]not registered, left out:[/] {', '.join(missing)}",
                               highlight=False)
-            result = evaluate(outs, names, db or out / STORE_NAME, device=device,
+            result = score_outputs(outs, names, db or out / STORE_NAME, device=device,
                               workers=workers)
             rows = comparison_table(result)
             (out / COMPARISON_NAME).write_text(json.dumps(rows, indent=2))
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     cols = list(dict.fromkeys(c for r in rows for c in r))
     t = Table(title=f"resynthesis (run {result['run_id']})")
     for c in cols:
@@ -217,7 +208,7 @@ def resynth(
 def _resynth_flow(speech_set, codebook, vocoder, out, text, metrics, dedup, predict_durations,
                   db, device, batch_size):
     """Run the resynthesis-eval flow (it writes comparison.json); print each pair's status."""
-    from speechqe.flows.cli import load_flows
+    from speechqe.cli.flows import load_flows
 
     summary = load_flows("resynthesis", "speechqe resynth --flow").resynthesis_eval(
         source=str(speech_set), codebooks=[str(c) for c in codebook],

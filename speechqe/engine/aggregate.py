@@ -1,6 +1,6 @@
 """Aggregates per system and metric: n, n_errors, mean, std and a 95% bootstrap CI.
 
-The aggregation is the metric's declared one (:class:`~speechqe.metrics.base.OutputSpec`):
+The aggregation is the metric's declared one (:class:`~speechqe.metric.OutputSpec`):
 
 * ``mean``: the mean of per-item values; the CI is the percentile bootstrap of the mean.
 * ``ratio``: the sum of a numerator over the sum of a denominator, both read from each record's
@@ -72,6 +72,63 @@ def columns(rows: Sequence[Mapping[str, Any]], spec: Any) -> tuple[np.ndarray, n
     return np.array([float(r["value"]) for r in rows], dtype=np.float64), None
 
 
+def bootstrap(
+    a: np.ndarray,
+    den_a: np.ndarray | None = None,
+    b: np.ndarray | None = None,
+    den_b: np.ndarray | None = None,
+    *,
+    paired: bool = False,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """The one percentile bootstrap of speechqe: a statistic, or a change between two samples,
+    with its confidence interval.
+
+    The statistic is the mean, or ``sum(x) / sum(den)`` when denominators are given (corpus
+    WER). With ``b`` absent it is ``stat(a)``; with ``b`` it is ``stat(b) - stat(a)``, and
+    ``paired=True`` resamples the same item indices in both (``a`` and ``b`` aligned item by
+    item: a paired comparison of two runs on the same items), ``paired=False`` resamples each
+    sample on its own (independent samples).
+
+    Args:
+        a, b: ``(n,)`` values (numerators for ratios); den_a, den_b: ``(n,)`` denominators.
+        n_boot, seed, level: resamples, RNG seed (fixed: reports are reproducible), CI level.
+
+    Returns:
+        ``(statistic, ci_low, ci_high)``: NaNs for an empty sample; a one-item sample (or
+        one pair) gives a zero-width interval.
+    """
+    if b is None:
+        n = a.size
+        if n == 0:
+            return (math.nan, math.nan, math.nan)
+        v = float(statistic(a, den_a))
+        if n == 1:
+            return (v, v, v)
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        return (v, *percentile_ci(statistic(a[idx], None if den_a is None else den_a[idx]), level))
+    if paired and a.size != b.size:
+        raise ValueError(f"paired samples differ in size ({a.size} vs {b.size})")
+    if a.size == 0 or b.size == 0:
+        return (math.nan, math.nan, math.nan)
+    delta = float(statistic(b, den_b) - statistic(a, den_a))
+    rng = np.random.default_rng(seed)
+    if paired:
+        n = a.size
+        if n == 1:
+            return (delta, delta, delta)
+        ia = ib = rng.integers(0, n, size=(n_boot, n))
+    else:
+        ia = rng.integers(0, a.size, size=(n_boot, a.size))
+        ib = rng.integers(0, b.size, size=(n_boot, b.size))
+    stats = statistic(b[ib], None if den_b is None else den_b[ib]) - statistic(
+        a[ia], None if den_a is None else den_a[ia]
+    )
+    return (delta, *percentile_ci(stats, level))
+
+
 def bootstrap_ci(
     values: np.ndarray,
     denominators: np.ndarray | None = None,
@@ -81,17 +138,8 @@ def bootstrap_ci(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``values`` (or, with ``denominators``, of
-    ``sum(values) / sum(denominators)``)."""
-    n = values.size
-    if n == 0:
-        return (math.nan, math.nan)
-    if n == 1:
-        v = float(statistic(values, denominators))
-        return (v, v)
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    return percentile_ci(
-        statistic(values[idx], None if denominators is None else denominators[idx]), level
-    )
+    ``sum(values) / sum(denominators)``): :func:`bootstrap` of one sample."""
+    return bootstrap(values, denominators, n_boot=n_boot, seed=seed, level=level)[1:]
 
 
 def aggregate(
@@ -102,9 +150,9 @@ def aggregate(
 ) -> list[Aggregate]:
     """Aggregate long-format records (``system, metric, value, status, extra``) per system and
     metric, plus an ``ALL`` row per metric. ``output_specs`` maps metric names to their
-    :class:`~speechqe.metrics.base.OutputSpec` (default: the registry's)."""
+    :class:`~speechqe.metric.OutputSpec` (default: the registry's)."""
     if output_specs is None:
-        from speechqe.metrics.registry import output_specs as _specs
+        from speechqe.plugins import output_specs as _specs
 
         output_specs = _specs()
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}

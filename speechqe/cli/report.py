@@ -9,25 +9,21 @@ from typing import List, Optional
 
 import typer
 
+from .common import console, fail
+
 app = typer.Typer(add_completion=False)
 
 _DB_HELP = "Results store (DuckDB). Default: speechqe-out/speechqe.duckdb."
 
 
 def _db(db: Path | None) -> Path:
-    from speechqe.evaluation import DEFAULT_STORE
+    from speechqe.engine.evaluation import DEFAULT_STORE
 
     return db or DEFAULT_STORE
 
 
-def _fail(exc: Exception, code: int = 2) -> None:
-    from speechqe.cli import _fail as fail
-
-    fail(exc, code)
-
-
 def _policy(relative: float, threshold: List[str] | None):
-    from speechqe.history import RegressionPolicy
+    from speechqe.engine.history import RegressionPolicy
 
     return RegressionPolicy.parse(relative=relative, thresholds=threshold or ())
 
@@ -44,11 +40,10 @@ def report(
     embed_audio_mb: float = typer.Option(40.0, "--embed-audio-mb", help="Audio embedded in the file at most (MiB); the rest is linked."),
 ) -> None:
     """Write the self-contained HTML report of a run and print its path."""
-    from speechqe.cli import console
     from speechqe.errors import SpeechQEError
     from speechqe.store import Store
 
-    from . import write_report
+    from speechqe.engine.report import write_report
 
     try:
         with Store(_db(db), read_only=True) as st:
@@ -57,7 +52,7 @@ def report(
                 policy=_policy(relative, threshold), n_worst=worst, embed_audio_mb=embed_audio_mb,
             )
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     if data.comparison is not None and data.comparison.regressions:
         console.print(f"[bold red]{len(data.comparison.regressions)} regression(s)[/] against run "
                       f"{data.comparison.run_a['run_id']}", highlight=False)
@@ -79,20 +74,19 @@ def compare(
     Regressions are flagged by each metric's declared direction and the thresholds."""
     from rich.table import Table
 
-    from speechqe.cli import console
     from speechqe.errors import SpeechQEError
-    from speechqe.history import compare_runs
-    from speechqe.metrics.registry import output_specs
+    from speechqe.engine.history import compare_runs
+    from speechqe.plugins import output_specs
     from speechqe.store import Store
 
-    from .data import fmt
+    from speechqe.engine.report.data import fmt
 
     try:
         policy = _policy(relative, threshold)
         with Store(_db(db), read_only=True) as st:
             cmp = compare_runs(st, run_a, run_b, policy)
     except SpeechQEError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps({"run_a": cmp.run_a["run_id"], "run_b": cmp.run_b["run_id"],
                           "changes": [c.as_dict() for c in cmp.changes]}, default=str, indent=1))
@@ -125,10 +119,9 @@ def dashboard(
     threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
 ) -> None:
     """Serve the history dashboard on 127.0.0.1 until interrupted."""
-    from speechqe.cli import console
     from speechqe.errors import SpeechQEError, StoreError
 
-    from .server import Dashboard, make_server
+    from speechqe.engine.report.server import Dashboard, make_server
 
     path = _db(db)
     try:
@@ -136,7 +129,7 @@ def dashboard(
             raise StoreError(f"no results store at {path}")
         server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port)
     except (SpeechQEError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"dashboard of {path}: http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)",
                   highlight=False, soft_wrap=True)
     try:

@@ -1,7 +1,7 @@
 """The scoring engine: speech set x metrics -> records in the results store.
 
 For each chunk of items the runner decodes every signal once (reference and prompt too, when a
-metric needs them), hands all metrics the same :class:`~speechqe.metrics.base.ScoringInput`
+metric needs them), hands all metrics the same :class:`~speechqe.metric.ScoringInput`
 objects (so shared analyses are computed once), turns every failure into a typed error record
 for exactly the item and metric it concerns, and commits the chunk to the store. Before any work
 it asks the store which records exist, so a rerun — after a kill, or with one metric added —
@@ -33,21 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import assets
-from .audio import LoadedAudio
-from .errors import (
+from speechqe import assets, plugins
+from speechqe.audio import LoadedAudio
+from speechqe.devices import is_cuda, resolve_device
+from speechqe.errors import (
     ConfigError,
     ItemError,
     MetricComputationError,
     UnexpectedItemError,
     item_error,
 )
-from .manifest import AudioItem, SpeechSet
-from .store import ScoreRecord, Store
-
-# The metric contract lives in speechqe.metrics (the metrics/ folder).
-from speechqe.metrics.base import ItemScore, Metric, ScoringInput
-from speechqe.metrics import registry
+from speechqe.manifest import AudioItem, SpeechSet
+from speechqe.store import ScoreRecord, Store
+from speechqe.metric import ItemScore, Metric, ScoringInput
 
 
 @dataclass(frozen=True)
@@ -59,26 +57,13 @@ class MetricRequest:
     params: tuple[tuple[str, Any], ...] = ()
 
     def build(self, device: str) -> Metric:
-        return registry.create(self.ref, dict(self.params), device=device)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an
-    error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda (got {device!r})")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if device == "cuda" and not has_cuda:
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
-    return "cuda" if has_cuda else "cpu"
+        return plugins.create(self.ref, dict(self.params), device=device)
 
 
 def metric_device(metric_cls: type[Metric], device: str) -> str:
-    return "cuda" if (device == "cuda" and metric_cls.spec.device == "cuda") else "cpu"
+    """The device a metric runs on: the resolved GPU for metrics that declare one, else the
+    CPU."""
+    return device if (is_cuda(device) and metric_cls.spec.device == "cuda") else "cpu"
 
 
 def input_key(item: AudioItem, metric: Metric) -> str:
@@ -99,7 +84,7 @@ def input_key(item: AudioItem, metric: Metric) -> str:
 
 def code_version() -> str:
     """Package version plus the git commit of the checkout, when there is one."""
-    from . import __version__
+    from speechqe import __version__
 
     root = Path(__file__).resolve().parent.parent
     try:
@@ -276,7 +261,7 @@ def build_metrics(requests: Sequence[MetricRequest], device: str) -> list[Metric
     """Instantiate ``requests`` for ``device`` (already resolved): metrics that declare
     ``device='cuda'`` get the GPU, the others the CPU."""
     return [
-        r.build(metric_device(registry.get(registry.parse_metric_ref(r.ref)[0]), device))
+        r.build(metric_device(plugins.get(plugins.parse_metric_ref(r.ref)[0]), device))
         for r in requests
     ]
 
@@ -416,7 +401,7 @@ def uses_gpu(metrics: Sequence[Metric] | Sequence[MetricRequest], device: str) -
         return False
     for m in metrics:
         cls = (
-            registry.get(registry.parse_metric_ref(m.ref)[0])
+            plugins.get(plugins.parse_metric_ref(m.ref)[0])
             if isinstance(m, MetricRequest) else type(m)
         )
         if cls.spec.device == "cuda":
@@ -594,49 +579,51 @@ def start_run(
     )
 
 
-def score(
-    speech_set: SpeechSet,
-    metrics: Sequence[Metric] | Sequence[MetricRequest],
-    store: Store,
-    *,
-    device: str = "cpu",
-    workers: int = 1,
-    chunk_size: int = 16,
-    retry_errors: bool = False,
-    run_name: str | None = None,
-    suite: str | None = None,
-    params: dict[str, Any] | None = None,
-    progress: Callable[[Progress], None] | None = None,
-) -> RunResult:
-    """Score ``speech_set`` with ``metrics`` into ``store``; returns the run's summary.
+class Steps:
+    """How the engine executes its steps. This base class is the local behaviour: every step
+    is a plain call, metrics are loaded once in this process, and chunks are scored here
+    (``workers == 1``) or in a pool of ``workers`` spawned processes, committed as they
+    finish.
 
-    Args:
-        metrics: metric instances, or :class:`MetricRequest`s (required when ``workers > 1``).
-        device: ``cpu``/``cuda`` (already resolved: see :func:`resolve_device`).
-        workers: processes scoring chunks in parallel (1: in this process).
-        chunk_size: items per committed chunk (and per metric batch).
-        retry_errors: rescore items whose stored record is an error (default: reuse it; an
-            unreadable file gives the same error again).
-    """
-    if workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    if workers > 1 and not (metrics and isinstance(metrics[0], MetricRequest)):
-        raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
-    run = start_run(
-        speech_set, metrics, store, device=device, chunk_size=chunk_size,
-        retry_errors=retry_errors, run_name=run_name, suite=suite, params=params,
-        progress=progress,
-    )
-    with run.closing():
-        if workers == 1 or len(run.chunks) <= 1:
+    An orchestrator subclasses it: the Prefect flow (:mod:`speechqe.flows.evaluate`) turns
+    each step into a task with its retry policy and scores chunks as tasks on its task runner
+    (a thread, or a Dask cluster)."""
+
+    #: take the run's metrics from this process's cache (:func:`cached_metrics`) and leave
+    #: them loaded, so that tasks scoring in this process share them
+    reuse_loaded: bool = False
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        self.workers = workers
+
+    def call(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run library step ``name`` (``open-store``, ``discover``, ``plan``, ``start-run``,
+        ``commit-chunk``, ``report``)."""
+        return fn(*args, **kwargs)
+
+    def plan_device(self, device: str) -> str:
+        """The device the planning process loads its metrics on."""
+        return resolve_device(device)
+
+    def message(self, level: str, text: str) -> None:
+        """A note for the user (``info`` or ``warning``); the local steps keep quiet (the
+        command line shows progress and the summary itself)."""
+
+    def score(self, run: "ActiveRun", device: str) -> Iterator[ChunkResult]:
+        """Score every chunk of ``run``, yielding results as they finish (the caller commits
+        each before taking the next). ``device`` is the configured one (``auto`` allowed)."""
+        if self.workers == 1 or len(run.chunks) <= 1:
             for k in range(len(run.chunks)):
-                run.commit(score_work(run.work(k), run.metrics))
-        else:
-            _score_parallel(run, device, workers)
-    return run.result
+                yield score_work(run.work(k), run.metrics)
+            return
+        if run.requests is None:
+            raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
+        yield from _score_in_pool(run, resolve_device(device), self.workers)
 
 
-def _score_parallel(run: ActiveRun, device: str, workers: int) -> None:
+def _score_in_pool(run: "ActiveRun", device: str, workers: int) -> Iterator[ChunkResult]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork + torch/onnx threads can deadlock
     with ProcessPoolExecutor(
@@ -650,7 +637,57 @@ def _score_parallel(run: ActiveRun, device: str, workers: int) -> None:
                 in_flight.add(pool.submit(_worker_chunk, run.work(queue.pop(0))))
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for fut in done:
-                run.commit(fut.result())
+                yield fut.result()
+
+
+def run_chunks(run: "ActiveRun", steps: Steps, device: str) -> RunResult:
+    """Score and commit every chunk of a started run with ``steps``, then finish it
+    (``finished``, or ``interrupted``/``failed`` when the loop ends early: the committed
+    chunks are kept and a rerun scores the rest)."""
+    with run.closing():
+        for res in steps.score(run, device):
+            steps.call("commit-chunk", ActiveRun.commit, run, res)
+    assert run.result is not None
+    return run.result
+
+
+def score(
+    speech_set: SpeechSet,
+    metrics: Sequence[Metric] | Sequence[MetricRequest],
+    store: Store,
+    *,
+    device: str = "cpu",
+    workers: int = 1,
+    steps: Steps | None = None,
+    chunk_size: int = 16,
+    retry_errors: bool = False,
+    run_name: str | None = None,
+    suite: str | None = None,
+    params: dict[str, Any] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Score ``speech_set`` with ``metrics`` into ``store``; returns the run's summary. (A
+    whole evaluation — source, suite, report — is :func:`speechqe.engine.evaluation.evaluate`,
+    which runs the same steps.)
+
+    Args:
+        metrics: metric instances, or :class:`MetricRequest`s (required when ``workers > 1``).
+        device: ``cpu``/``cuda`` (already resolved: see :func:`speechqe.devices.resolve_device`).
+        workers: processes scoring chunks in parallel (1: in this process); ignored with
+            ``steps``.
+        chunk_size: items per committed chunk (and per metric batch).
+        retry_errors: rescore items whose stored record is an error (default: reuse it; an
+            unreadable file gives the same error again).
+    """
+    steps = steps or Steps(workers)
+    if steps.workers > 1 and not (metrics and isinstance(metrics[0], MetricRequest)):
+        raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
+    run = steps.call(
+        "start-run", start_run, speech_set, metrics, store, device=device,
+        chunk_size=chunk_size, retry_errors=retry_errors, run_name=run_name, suite=suite,
+        params=params, progress=progress, reuse_loaded=steps.reuse_loaded,
+    )
+    return run_chunks(run, steps, device)
 
 
 def requests_from(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[MetricRequest]:
@@ -682,11 +719,11 @@ def plan_metrics(
     overrides = dict(overrides or {})
     requests, skipped = [], []
     for e in entries:
-        name, value = registry.parse_metric_ref(e.ref)
-        cls = registry.get(name)
+        name, value = plugins.parse_metric_ref(e.ref)
+        cls = plugins.get(name)
         params = dict(e.params)
         params.update(overrides.pop(name, {}))
-        registry.create(e.ref, params)  # validate parameters now, not in a worker
+        plugins.create(e.ref, params)  # validate parameters now, not in a worker
         reason = None
         has_target = speech_set.has_references or (
             cls.spec.prompt_as_reference and speech_set.has_prompts

@@ -1,0 +1,3 @@
+from speechqe.cli import main
+
+main()

@@ -1,0 +1,434 @@
+"""The one evaluation path: a speech set and a suite -> records in the results store -> a
+report.
+
+Both ``speechqe score`` and the Prefect flow ``evaluate-speech-set`` (``speechqe evaluate``,
+scheduled runs, Dask) call :func:`evaluate`. What differs is only *how* its steps are executed,
+which the caller passes as :class:`Steps`:
+
+* :class:`LocalSteps` (the command line): each step is a plain call; chunks are scored in this
+  process or in a pool of worker processes.
+* the flow's steps (:mod:`speechqe.flows.evaluate`): each step becomes a Prefect task with its
+  retry policy; chunks are scored by Prefect tasks on a thread or a Dask cluster, with a GPU
+  concurrency limit.
+
+The order of the steps, what they record and every decision (what to skip, what is unchanged,
+which run is the baseline) live here, so the two surfaces give identical records.
+
+    EvaluationConfig (validated) -> open-store -> discover -> plan -> [unchanged?] -> start-run
+    -> score chunks (Steps.score) -> commit-chunk each -> finish -> report (+ comparison)
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from pydantic import Field, field_validator, model_validator
+
+from speechqe import manifest, suites
+from speechqe.config import StrictModel, validate
+from speechqe.devices import is_device_name
+from speechqe.errors import ConfigError
+from speechqe.manifest import SpeechSet
+from speechqe.store import Store
+
+from . import runner
+from .history import RegressionPolicy
+
+#: The results store when none is given (the command line's default too).
+DEFAULT_STORE = Path("speechqe-out") / "speechqe.duckdb"
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class EvaluationConfig(StrictModel):
+    """Everything an evaluation needs, validated on construction (a bad value is a
+    :class:`ConfigError` naming it, before any file is read).
+
+    Attributes:
+        source: a folder of audio, a ``.jsonl``/``.csv`` manifest, or a glob of them
+            (``/data/nightly/*.jsonl``): the matches are evaluated together, their item ids
+            prefixed with each match's name.
+        suite, metrics: a suite name/path, or explicit metric references (not both; neither:
+            the ``default`` suite).
+        references, transcripts: reference folder and ``id<TAB>text`` file.
+        store: the DuckDB results store.
+        name: run name (the history groups runs by name; default: the set's name).
+        system: system name for a flat folder.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (resolved where chunks are scored).
+        chunk_size: items per committed chunk (and per metric batch).
+        retry_errors: rescore items whose stored record is an error.
+        skip_unchanged: record no new run when the set's content and the metric identities
+            equal those of the latest finished run with the same name (nightly schedules).
+        report: write the HTML report (with the comparison against ``baseline``).
+        report_dir: where HTML reports go (default: ``reports/`` beside the store).
+        baseline: ``auto`` (previous run of the same name), a run id, or ``None``.
+        policy: when a worse change counts as a regression.
+        gpu_slots: size of the Prefect concurrency limit on GPU scoring tasks (``None``: keep
+            the server's, or 1 when the limit does not exist yet).
+        max_in_flight: scoring tasks submitted at a time (memory bound on the orchestrator).
+        params: metric parameter overrides ``{metric: {name: value}}``.
+    """
+
+    source: str
+    suite: str | None = None
+    metrics: tuple[str, ...] = ()
+    references: str | None = None
+    transcripts: str | None = None
+    store: str = str(DEFAULT_STORE)
+    name: str | None = None
+    system: str | None = None
+    device: str = "auto"
+    chunk_size: int = Field(16, ge=1)
+    retry_errors: bool = False
+    skip_unchanged: bool = False
+    report: bool = True
+    report_dir: str | None = None
+    baseline: str | None = "auto"
+    policy: RegressionPolicy = Field(default_factory=RegressionPolicy)
+    gpu_slots: int | None = Field(None, ge=1)
+    max_in_flight: int = Field(64, ge=1)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError("give a folder, a manifest or a glob of manifests")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not is_device_name(v):
+            raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N (got {v!r})")
+        return v.strip().lower()
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics(cls, v: Any) -> Any:
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            v = v.split(",")
+        return tuple(m.strip() for m in v if m and str(m).strip())
+
+    @field_validator("references")
+    @classmethod
+    def _references(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_dir():
+            raise ValueError(f"no such folder: {v}")
+        return v
+
+    @field_validator("transcripts")
+    @classmethod
+    def _transcripts(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        if not str(v).endswith(".duckdb"):
+            raise ValueError(f"the store must be a .duckdb file (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _suite_xor_metrics(self) -> "EvaluationConfig":
+        if self.suite and self.metrics:
+            raise ValueError("give either a suite or a list of metrics, not both")
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        regression_relative: float = 0.01,
+        regression_thresholds: Mapping[str, float] | None = None,
+        **kw: Any,
+    ) -> "EvaluationConfig":
+        """From flow or command-line parameters (paths, lists, mappings, the two regression
+        settings).
+
+        Raises:
+            ConfigError: a bad or unknown parameter, named.
+        """
+        kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
+        kw["policy"] = RegressionPolicy(
+            relative=float(regression_relative),
+            absolute=tuple(sorted((str(k), float(v))
+                                  for k, v in (regression_thresholds or {}).items())),
+        )
+        kw["params"] = {str(m): dict(p) for m, p in (kw.get("params") or {}).items()}
+        return validate(cls, kw, "evaluation")
+
+    @property
+    def is_glob(self) -> bool:
+        return bool(_GLOB_CHARS.search(str(self.source)))
+
+    @property
+    def set_name(self) -> str:
+        """The run name: ``name``, else the source's name (a glob: its folder's name)."""
+        if self.name:
+            return self.name
+        p = Path(self.source)
+        if self.is_glob:
+            parts = [x for x in p.parts if not _GLOB_CHARS.search(x)]
+            return Path(*parts).name if parts else "speech-set"
+        return p.stem if p.suffix.lower() in (".jsonl", ".csv") else p.name
+
+    def report_path(self, run_id: str) -> Path:
+        folder = Path(self.report_dir) if self.report_dir else Path(self.store).parent / "reports"
+        return folder / f"{run_id}.html"
+
+    def as_params(self) -> dict[str, Any]:
+        """The parameters recorded with the run."""
+        return {
+            "source": self.source, "references": self.references,
+            "transcripts": self.transcripts, "suite": self.suite, "metrics": list(self.metrics),
+            "device": self.device, "chunk_size": self.chunk_size,
+            "retry_errors": self.retry_errors, "params": {m: dict(p) for m, p in self.params.items()},
+        }
+
+
+# ------------------------------------------------------------------------------------------
+# The library steps
+# ------------------------------------------------------------------------------------------
+def open_store(path: str) -> Store:
+    """Open the results store for writing (a step of its own: an orchestrator retries it when a
+    dashboard or another run holds the file)."""
+    return Store(path)
+
+
+def matching_sources(cfg: EvaluationConfig) -> list[Path]:
+    """The folder/manifest, or every match of the glob (sorted)."""
+    if not cfg.is_glob:
+        p = Path(cfg.source)
+        if not p.exists():
+            raise ConfigError(f"no such file or folder: {p}")
+        return [p]
+    found = sorted(Path(m) for m in glob.glob(str(cfg.source), recursive=True))
+    found = [m for m in found if m.is_dir() or m.suffix.lower() in (".jsonl", ".csv")]
+    if not found:
+        raise ConfigError(f"nothing matches {cfg.source} (folders, .jsonl or .csv manifests)")
+    return found
+
+
+def load_set(cfg: EvaluationConfig) -> SpeechSet:
+    """Build the speech set: read headers and hash contents (every time: a changed file is a
+    new content hash, so exactly the new and changed files are scored)."""
+    sources = matching_sources(cfg)
+    sets = [
+        manifest.load_speech_set(
+            src, ref_dir=cfg.references, text_file=cfg.transcripts, system=cfg.system
+        )
+        for src in sources
+    ]
+    if len(sets) == 1:
+        s = sets[0]
+        return SpeechSet(s.items, name=cfg.set_name, source=s.source)
+    items = []
+    for src, s in zip(sources, sets):
+        prefix = src.stem if src.is_file() else src.name
+        items += [it.replace(id=f"{prefix}/{it.id}") for it in s.items]
+    return SpeechSet(tuple(items), name=cfg.set_name, source=str(cfg.source))
+
+
+def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
+    """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
+    if cfg.metrics:
+        entries, suite_name, explicit = suites.entries_from_list(cfg.metrics), None, True
+    else:
+        s = suites.load_suite(cfg.suite or "default")
+        entries, suite_name, explicit = s.entries, s.name, False
+    overrides = {m: dict(p) for m, p in cfg.params.items()}
+    return runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides), suite_name
+
+
+def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> dict[str, Any] | None:
+    """The latest finished run named ``name`` if it scored exactly this content with exactly
+    these metric versions and models (then a new run would only copy it), else ``None``.
+
+    ``metrics`` are the run's metric instances (a model id may need the model loaded: pass
+    the instances the run will use, e.g. :func:`runner.cached_metrics`)."""
+    runs = [r for r in store.runs(name=name) if r["status"] == "finished"]
+    if not runs:
+        return None
+    last = runs[-1]
+    if last.get("set_hash") != sset.content_hash():
+        return None
+    try:
+        had = sorted((m["name"], m["version"], m["model_id"]) for m in json.loads(last["metrics"] or "[]"))
+    except (TypeError, ValueError, KeyError):
+        return None
+    now = sorted((m.spec.name, m.spec.version, m.store_id) for m in metrics)
+    return last if had == now else None
+
+
+def write_report(store: Store, run_id: str, cfg: EvaluationConfig) -> dict[str, Any]:
+    """Write the run's HTML report (with its comparison against the baseline); returns its
+    path, a markdown summary, the regressions and the baseline's run id."""
+    from .report import write_report as _write
+    from .report.render import markdown_summary
+
+    path, data = _write(store, run_id, cfg.report_path(run_id), baseline=cfg.baseline,
+                        policy=cfg.policy)
+    regressions = [] if data.comparison is None else data.comparison.regressions
+    return {
+        "path": str(path),
+        "markdown": markdown_summary(data, path.resolve().as_uri()),
+        "regressions": [
+            {"system": c.system, "metric": c.metric, "baseline": c.mean_a, "value": c.mean_b,
+             "change": c.delta, "ci": [c.ci_low, c.ci_high]}
+            for c in regressions
+        ],
+        "baseline": None if data.baseline is None else data.baseline["run_id"],
+    }
+
+
+def flow_run_name(cfg: EvaluationConfig, when: datetime | None = None) -> str:
+    """``<set>-<suite or metrics>-<UTC time>``: readable in the Prefect UI."""
+    when = when or datetime.now(timezone.utc)
+    what = cfg.suite or ("+".join(cfg.metrics) if cfg.metrics else "default")
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{cfg.set_name}-{what}").strip("-")[:80]
+    return f"{slug}-{when.strftime('%Y%m%dT%H%M')}"
+
+
+def artifact_key(name: str) -> str:
+    """A Prefect artifact key (lower-case letters, digits, dashes) for a run name."""
+    key = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return ("speechqe-" + key)[:60].rstrip("-") or "speechqe"
+
+
+#: How :func:`evaluate` executes its steps (plain calls and a local process pool by default;
+#: the Prefect flow subclasses it).
+Steps = runner.Steps
+
+
+# ------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------
+@dataclass
+class EvaluationResult:
+    """What an evaluation did. ``status``: ``finished``, ``interrupted``, ``failed`` (the run
+    record says why) or ``unchanged`` (nothing new since ``run_id``; no run recorded)."""
+
+    run_id: str
+    status: str
+    n_items: int = 0
+    n_scored_items: int = 0
+    n_reused_items: int = 0
+    n_new_records: int = 0
+    n_new_errors: int = 0
+    suite: str | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    report: str | None = None
+    report_markdown: str | None = None
+    regressions: list[dict[str, Any]] = field(default_factory=list)
+    baseline: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def evaluate(
+    cfg: EvaluationConfig,
+    steps: Steps | None = None,
+    *,
+    speech_set: SpeechSet | None = None,
+    on_planned: Callable[[SpeechSet, runner.Plan], None] | None = None,
+    progress: Callable[[runner.Progress], None] | None = None,
+    flow_run_id: str | None = None,
+) -> EvaluationResult:
+    """Score ``cfg``'s speech set into its store, then (``cfg.report``) write the report.
+
+    Args:
+        steps: how steps run (default: :class:`Steps`, in this process).
+        speech_set: an already built set (default: :func:`load_set` of ``cfg``).
+        on_planned: called with the set and the plan before any scoring (the command line
+            prints what will be scored and what is skipped).
+        progress: called after every committed chunk.
+        flow_run_id: recorded with the run (Prefect).
+
+    Raises:
+        ConfigError: bad source, suite, metric or parameter (a run that fails before it
+            starts is still recorded as ``failed`` in the store's history).
+        KeyboardInterrupt: the run is recorded ``interrupted``; a rerun resumes.
+    """
+    steps = steps or Steps()
+    st = steps.call("open-store", open_store, cfg.store)
+    active: runner.ActiveRun | None = None
+    try:
+        try:
+            sset = speech_set if speech_set is not None else steps.call("discover", load_set, cfg)
+            the_plan, suite_name = steps.call("plan", plan, cfg, sset)
+            for mname, reason in the_plan.skipped:
+                steps.message("warning", f"skipping {mname}: {reason}")
+            if on_planned is not None:
+                on_planned(sset, the_plan)
+            device = steps.plan_device(cfg.device)
+            if cfg.skip_unchanged:
+                loaded, _ = runner.cached_metrics(the_plan.requests, device)
+                last = unchanged_run(st, cfg.set_name, sset, loaded)
+                if last is not None:
+                    steps.message("info", f"nothing changed since run {last['run_id']}: no new run")
+                    return EvaluationResult(run_id=last["run_id"], status="unchanged",
+                                            n_items=len(sset), suite=suite_name,
+                                            skipped=list(the_plan.skipped))
+            active = steps.call(
+                "start-run", runner.start_run, sset, the_plan.requests, st, device=device,
+                chunk_size=cfg.chunk_size, retry_errors=cfg.retry_errors,
+                run_name=cfg.set_name, suite=suite_name, params=cfg.as_params(),
+                progress=progress, flow_run_id=flow_run_id, reuse_loaded=steps.reuse_loaded,
+            )
+        except Exception as exc:
+            if active is None:
+                st.record_failed_run(
+                    name=cfg.set_name, source=cfg.source, suite=cfg.suite,
+                    params=cfg.as_params(), code_version=runner.code_version(),
+                    error=f"{type(exc).__name__}: {exc}", flow_run_id=flow_run_id,
+                )
+            raise
+        steps.message("info", f"run {active.run_id}: {len(active.items)} items, "
+                              f"{len(active.items) - active.n_reused} to score in "
+                              f"{len(active.chunks)} chunks, {active.n_reused} reused")
+        r = runner.run_chunks(active, steps, cfg.device)
+        out = EvaluationResult(
+            run_id=r.run_id, status=r.status, n_items=r.n_items,
+            n_scored_items=r.n_scored_items, n_reused_items=r.n_reused_items,
+            n_new_records=r.n_new_records, n_new_errors=r.n_new_errors, suite=suite_name,
+            skipped=list(the_plan.skipped),
+        )
+        if cfg.report:
+            rep = steps.call("report", write_report, st, r.run_id, cfg)
+            out.report, out.report_markdown = rep["path"], rep["markdown"]
+            out.regressions, out.baseline = rep["regressions"], rep["baseline"]
+            steps.message("info", f"report: {rep['path']}")
+            for g in rep["regressions"]:
+                steps.message("warning", f"regression against {rep['baseline']}: {g['system']} / "
+                                         f"{g['metric']} {g['baseline']:.4g} -> {g['value']:.4g}")
+        return out
+    finally:
+        st.close()
+
+
+__all__ = [
+    "DEFAULT_STORE",
+    "EvaluationConfig",
+    "EvaluationResult",
+    "Steps",
+    "artifact_key",
+    "evaluate",
+    "flow_run_name",
+    "load_set",
+    "matching_sources",
+    "open_store",
+    "plan",
+    "unchanged_run",
+    "write_report",
+]

@@ -1,0 +1,117 @@
+"""Resynthesis evaluation (engine, L2): score the outputs that
+:func:`speechqe.vocoders.resynth.resynthesize` wrote against their originals with the metric
+suites, in one store run, and put quality beside bitrate, one row per tokenizer/vocoder pair
+(:func:`comparison_table`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from speechqe import plugins, suites
+from speechqe.errors import ConfigError
+from speechqe.store import Store
+from speechqe.vocoders.resynth import load_outputs
+
+from . import runner
+from .aggregate import aggregate
+
+#: Metrics used by default, in this order, when they are registered: WER/CER (ASR), MCD and F0
+#: (WORLD analysis against the original), speaker similarity, DNSMOS, DistillMOS. Names not in
+#: the registry are left out with a note; MOS predictors are added with ``--metrics``.
+DEFAULT_METRICS = ("wer", "cer", "mcd", "f0", "speaker_sim", "dnsmos", "distillmos")
+
+
+def default_metrics() -> tuple[list[str], list[str]]:
+    """(registered default metrics, missing ones)."""
+    known = plugins.available()
+    return ([m for m in DEFAULT_METRICS if m in known],
+            [m for m in DEFAULT_METRICS if m not in known])
+
+
+
+def score_outputs(outputs: Sequence[str | Path], metrics: Sequence[str], db: str | Path, *,
+                  device: str = "cpu", workers: int = 1, name: str = "resynthesis",
+                  params: Mapping[str, dict] | None = None) -> dict[str, Any]:
+    """Score resynthesis outputs (:func:`speechqe.vocoders.resynth.resynthesize` folders)
+    against their originals, in one store run (:func:`speechqe.engine.runner.score`).
+
+    Returns ``{"run_id", "aggregates": [Aggregate.as_dict()...], "bitrates": {system: ...},
+    "skipped": [(metric, reason)]}``.
+    """
+    allset, bitrates = load_outputs(outputs, name)
+    entries = suites.entries_from_list(list(metrics))
+    plan = runner.plan_metrics(entries, allset, explicit=True, overrides=dict(params or {}))
+    with Store(db) as store:
+        res = runner.score(allset, plan.requests, store, device=device, workers=workers,
+                           run_name=name, params={"outputs": [str(o) for o in outputs]})
+        result = run_result(store, res.run_id, outputs)
+    return {**result, "skipped": list(plan.skipped)}
+
+
+def run_result(store: Any, run_id: str, outputs: Sequence[str | Path]) -> dict[str, Any]:
+    """The aggregates of a stored run that scored ``outputs`` (by :func:`evaluate` or any
+    evaluation of their :func:`combine_outputs` manifest) beside their bitrates:
+    ``{"run_id", "aggregates", "bitrates"}``, the input of :func:`comparison_table`.
+
+    Args:
+        store: a :class:`~speechqe.store.Store` or the path of one (opened read-only).
+    """
+    if isinstance(store, (str, Path)):
+        with Store(store, read_only=True) as st:
+            records = st.results(run_id)
+    else:
+        records = store.results(run_id)
+    _, bitrates = load_outputs(outputs)
+    return {"run_id": run_id, "aggregates": [a.as_dict() for a in aggregate(records)],
+            "bitrates": bitrates}
+
+
+def comparison_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per system: bitrates beside the mean of every metric (``n_errors`` kept)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for system, br in result["bitrates"].items():
+        rows[system] = {"system": system, "nominal_bps": br["nominal_bps"],
+                        "empirical_bps": br["empirical_bps"], "dedup_bps": br["dedup_bps"]}
+    for a in result["aggregates"]:
+        if a["system"] == "ALL" or a["system"] not in rows:
+            continue
+        rows[a["system"]][a["metric"]] = a["mean"]
+        if a["n_errors"]:
+            rows[a["system"]][f"{a['metric']}_errors"] = a["n_errors"]
+    return list(rows.values())
+
+
+def comparison_markdown(rows: Sequence[Mapping[str, Any]], title: str = "Resynthesis") -> str:
+    """:func:`comparison_table` rows as a markdown table (bitrates first, then each metric's
+    mean; error counts in their own columns)."""
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "NaN" if math.isnan(v) else f"{v:.3f}"
+        return "" if v is None else str(v).replace("|", "\\|").replace("_", "\\_")
+
+    head = [c.replace("_", "\\_") for c in cols]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |",
+             "| " + " | ".join("---" if c == "system" else "---:" for c in cols) + " |"]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+
+def choose_metrics(metrics: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``(metrics to score, defaults left out because they are not registered)``: the given
+    metrics, else the registered :data:`DEFAULT_METRICS`.
+
+    Raises:
+        ConfigError: no metric given and none of the defaults is registered.
+    """
+    if metrics:
+        return [m for m in metrics if m and m.strip()], []
+    names, missing = default_metrics()
+    if not names:
+        raise ConfigError("no resynthesis metric is registered; pass --metrics")
+    return names, missing
