@@ -4,6 +4,7 @@ directions from metadata, the audio budget, the markdown summary."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from pathlib import Path
 
@@ -194,6 +195,17 @@ def test_audio_is_embedded_once_within_its_budget(tmp_path):
     assert fragment("player", missing) == (
         f'<span class="muted small">audio file missing: {tmp_path}/&lt;c&gt;.wav</span>')
     assert assets.audio("r", "c", "item", None) is None
+    # a file that is no longer the one the run scored (its stored sha256 differs), a FIFO
+    import os
+
+    big = Assets()
+    changed = big.audio("r", "d", "item", str(tmp_path / "b.wav"), sha256="0" * 64)
+    assert changed.clip is None and changed.note == "changed since the run scored it, not embedded"
+    os.mkfifo(tmp_path / "f.wav")
+    assert big.audio("r", "f", "item", str(tmp_path / "f.wav")).note == "not a regular file"
+    same = big.audio("r", "b", "item", str(tmp_path / "b.wav"),
+                     sha256=hashlib.sha256((tmp_path / "b.wav").read_bytes()).hexdigest())
+    assert same.clip == "a0"
     doc = render_page("message.html.j2", title="t", assets=assets, status=200, text="x")
     assert doc.count('class="audio-data"') == 1 and clip.b64 in doc
     assert (TEMPLATES / "boot.js").read_text() in doc  # attaches the clip to its players

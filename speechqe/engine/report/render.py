@@ -28,9 +28,11 @@ lists, so the file can be mailed or archived and opened anywhere without a netwo
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import secrets
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -299,8 +301,13 @@ class Assets:
     _spent: int = 0
     _embedded: dict[str, Clip] = field(default_factory=dict)  # path -> clip
 
-    def audio(self, run_id: str, item_id: str, which: str, path: str | None) -> Player | None:
-        """The player of an item's audio (``which``: ``item``/``ref``); ``None`` without a file."""
+    def audio(self, run_id: str, item_id: str, which: str, path: str | None,
+              sha256: str | None = None) -> Player | None:
+        """The player of an item's audio (``which``: ``item``/``ref``); ``None`` without a file.
+
+        Embedded only if it is a regular file of a browser audio type, within the budget and,
+        when ``sha256`` (the digest stored when the run scored it) is given, still the same
+        bytes: a report never plays other audio than the run scored."""
         if not path:
             return None
         label = "reference" if which == "ref" else "audio"
@@ -312,18 +319,23 @@ class Assets:
         if key not in self._embedded:
             mime = AUDIO_MIME.get(p.suffix.lower())
             try:
-                size = p.stat().st_size
+                st = p.stat()
             except OSError:
                 return Player(label, note="file missing", path=key)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read
+                return Player(label, note="not a regular file", path=key)
+            size = st.st_size
             if mime is None or size > self.audio_max_file_bytes or self._spent + size > self.audio_budget_bytes:
                 why = "format not playable in browsers" if mime is None else "over the embedding budget"
                 return Player(label, note=f"not embedded ({why})", path=key)
             try:
-                b64 = base64.b64encode(p.read_bytes()).decode("ascii")
+                raw = p.read_bytes()
             except OSError:
                 return Player(label, note="file unreadable", path=key)
-            self._spent += size
-            self._embedded[key] = Clip(f"a{len(self._embedded)}", mime, b64)
+            if sha256 and hashlib.sha256(raw).hexdigest() != sha256:
+                return Player(label, note="changed since the run scored it, not embedded", path=key)
+            self._spent += len(raw)
+            self._embedded[key] = Clip(f"a{len(self._embedded)}", mime, base64.b64encode(raw).decode("ascii"))
         return Player(label, clip=self._embedded[key].id)
 
     def clips(self) -> list[Clip]:
@@ -435,8 +447,8 @@ def worst_view(data: ReportData, assets: Assets) -> list[WorstSection]:
         rows = []
         for k, r in enumerate(records, 1):
             item = data.items.get(r["item_id"], {})
-            out_player = assets.audio(rid, r["item_id"], "item", item.get("path"))
-            ref = (assets.audio(rid, r["item_id"], "ref", item.get("ref_path"))
+            out_player = assets.audio(rid, r["item_id"], "item", item.get("path"), item.get("sha256"))
+            ref = (assets.audio(rid, r["item_id"], "ref", item.get("ref_path"), item.get("ref_sha256"))
                    if item.get("ref_path") else None)
             rows.append(WorstRow(k, r, out_player, ref, transcript_view(data.transcripts.get(r["item_id"]))))
         out.append(WorstSection(metric, data.specs.get(metric), rows))
