@@ -108,3 +108,30 @@ def test_blocking_catches_a_hard_import(tmp_path):
                           json.dumps(["hard_extra"]), str(tmp_path)],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode != 0 and "blocked: an extra" in res.stderr, res.stderr[-2000:]
+
+
+def test_package_data_ships_every_data_file():
+    """Every non-Python file inside a package folder (templates, suites, asset catalogues,
+    samples) is matched by [tool.setuptools.package-data], so the wheel carries it."""
+    cfg = _pyproject()["tool"]["setuptools"]
+    mapping = cfg["package-dir"]
+    data = cfg.get("package-data", {})
+
+    def folder(pkg: str):
+        root = max((p for p in mapping if pkg == p or pkg.startswith(p + ".")), key=len)
+        return (REPO / mapping[root]).joinpath(*pkg[len(root):].split(".")[1:])
+
+    packages = {folder(p).resolve(): p for p in cfg["packages"]}
+    missing = []
+    for path, pkg in packages.items():
+        shipped = {f.resolve() for pattern in data.get(pkg, []) for f in path.glob(pattern)}
+        stack = [path]
+        while stack:
+            for entry in stack.pop().iterdir():
+                if entry.name == "__pycache__" or entry.resolve() in packages:
+                    continue  # caches, and sub-packages (checked on their own)
+                if entry.is_dir():
+                    stack.append(entry)
+                elif entry.suffix not in (".py", ".pyc") and entry.resolve() not in shipped:
+                    missing.append(str(entry.relative_to(REPO)))
+    assert missing == [], "add these to [tool.setuptools.package-data]"

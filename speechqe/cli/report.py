@@ -114,23 +114,39 @@ def compare(
 @app.command("dashboard")
 def dashboard(
     db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
-    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host",
+        help="Address to listen on. The default, 127.0.0.1, lets only this machine open the "
+             "dashboard. Any other address (e.g. 0.0.0.0: every interface) lets everyone who can "
+             "reach it read the store's reports and the audio of its runs: the dashboard has no login."),
+    allow_host: Optional[List[str]] = typer.Option(
+        None, "--allow-host",
+        help="Another host name the browser may use in its Host header (repeatable), e.g. this "
+             "machine's name when --host is 0.0.0.0. Requests naming other hosts are refused."),
     relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
     threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
 ) -> None:
-    """Serve the history dashboard on 127.0.0.1 until interrupted."""
+    """Serve the history dashboard (on 127.0.0.1 only, unless --host says otherwise) until
+    interrupted."""
     from speechqe.errors import SpeechQEError, StoreError
 
-    from speechqe.engine.report.server import Dashboard, make_server
+    from speechqe.engine.report.server import Dashboard, is_loopback, make_server
 
     path = _db(db)
     try:
         if not path.exists():
             raise StoreError(f"no results store at {path}")
-        server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port)
+        server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port, host,
+                             allowed_hosts=allow_host or ())
     except (SpeechQEError, OSError) as exc:
         fail(exc)
-    console.print(f"dashboard of {path}: http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)",
+    bound, bound_port = server.server_address[:2]
+    shown = f"[{bound}]" if ":" in bound else bound
+    if not is_loopback(bound):
+        console.print(f"[bold yellow]warning:[/] listening on {bound}: anyone who can reach this "
+                      "address can read the reports and audio of this store (no login)", highlight=False)
+    console.print(f"dashboard of {path}: http://{shown}:{bound_port}/ (Ctrl-C to stop)",
                   highlight=False, soft_wrap=True)
     try:
         server.serve_forever()
