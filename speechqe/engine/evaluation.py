@@ -179,8 +179,8 @@ class EvaluationConfig(StrictModel):
         given = [n for n, v in (("a suite", self.suite), ("a list of metrics", self.metrics),
                                  ("a VERSA config", self.versa_config)) if v]
         if len(given) > 1:
-            raise ValueError(f"give only one of a suite, a list of metrics or a VERSA config "
-                             f"(got {' and '.join(given)})")
+            raise ValueError(f"give one of a suite, a list of metrics or a VERSA config, not "
+                             f"both {' and '.join(given)}")
         return self
 
     @classmethod
