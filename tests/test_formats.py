@@ -376,6 +376,9 @@ def test_latin1_transcripts_name_file_line_and_the_option(tmp_path):
     with pytest.raises(ConfigError, match=r"u1\.txt:1: byte 0xef"):
         manifest.load_speech_set(tmp_path / "g")
     assert manifest.load_speech_set(tmp_path / "g", text_encoding="latin-1")["u1"].text == "naïve"
+    u16 = tmp_path / "u16.tsv"
+    u16.write_bytes("u1\tone\nu2\tcafé\n".encode("utf-16"))
+    assert manifest.read_transcripts(u16, "utf-16") == {"u1": "one", "u2": "café"}
     with pytest.raises(ConfigError, match="unknown text encoding"):
         manifest.load_speech_set(tmp_path / "g", text_encoding="klingon")
 

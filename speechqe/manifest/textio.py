@@ -76,6 +76,12 @@ def read_lines(
     enc = check_encoding(encoding)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
+    if codecs.lookup(enc).name.startswith(("utf-16", "utf-32")):
+        # bytes of a newline are not b"\n" alone in these: decode the whole file first
+        for n, line in enumerate(read_text(path, enc).splitlines(), 1):
+            if line.strip() and not (comments and line.lstrip().startswith("#")):
+                yield n, line
+        return
     decoder = codecs.getincrementaldecoder(enc)()
     try:
         with _open_binary(path) as f:
@@ -120,7 +126,7 @@ def decode_error(
     """The message for a line that is not valid ``encoding``: where, which byte, what to do."""
     col = exc.start + 1
     byte = raw[exc.start: exc.start + 1]
-    shown = raw[:120].decode(encoding, errors="replace")
+    shown = raw.rstrip(b"\r\n")[:120].decode(encoding, errors="replace")
     return ConfigError(
         f"{path}:{line}: byte 0x{byte.hex() or '??'} at column {col} is not valid {encoding} "
         f"({shown!r}). Re-save the file as UTF-8 (e.g. 'iconv -f latin1 -t utf-8'), or read it "
