@@ -55,8 +55,10 @@ def test_same_speaker_scores_higher_and_eer_is_low(librispeech, capsys):
         print(f"\n[resemblyzer GE2E] librispeech-test-other-spk: {r.n_target} same-speaker and "
               f"{r.n_nontarget} different-speaker trials; mean similarity same {same:.3f}, "
               f"different {diff:.3f}; EER {r.eer:.2%} (threshold {r.threshold:.3f})")
-    assert same > diff
-    assert r.eer < 0.15
+    # measured: same 0.868, different 0.525, EER 0.44% (2 of 450 target trials); Resemblyzer is
+    # deterministic on CPU, so 2% (about 9 misses) only allows for other CPUs' float kernels
+    assert same > diff + 0.25
+    assert r.eer < 0.02
     # the metric gives exactly the cosine of these embeddings
     m = plugins.create("speaker_sim")
     res = m.score_batch([_inp(audio[0], ref=audio[1], item_id="a"),
