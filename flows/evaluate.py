@@ -182,7 +182,7 @@ _CONFIG_PARAMS = {
     "source", "suite", "metrics", "references", "transcripts", "store", "name", "system",
     "device", "chunk_size", "retry_errors", "skip_unchanged", "report", "report_dir",
     "baseline", "regression_relative", "regression_thresholds", "gpu_slots", "max_in_flight",
-    "params",
+    "params", "format", "text_encoding", "allow_pipes", "versa_config",
 }
 
 
@@ -264,6 +264,10 @@ def evaluate_speech_set(
     max_in_flight: int = 64,
     params: dict[str, dict[str, Any]] | None = None,
     fail_on_regression: bool = False,
+    format: str = "auto",
+    text_encoding: str | None = None,
+    allow_pipes: bool = False,
+    versa_config: str | None = None,
 ) -> dict[str, Any]:
     """Score a speech set (folder, manifest or glob of manifests) into the results store,
     then write its HTML report and publish a summary.

@@ -265,7 +265,6 @@ class AudioBank:
         self._bytes = 0
 
     def get(self, item) -> np.ndarray:
-        from speechqe.audio import LoadedAudio
         from speechqe.errors import item_error
 
         key = item.sha256 or item.path
@@ -274,7 +273,7 @@ class AudioBank:
             return hit
         if not item.ok:
             raise item_error(item.error_type or "item_error", item.error or "unreadable item")
-        x = LoadedAudio.from_file(item.path).at(self.sample_rate)
+        x = item.load().at(self.sample_rate)  # honours a segment/channel (lhotse cuts)
         if self._bytes + x.nbytes <= self.max_bytes:
             self._cache[key] = x
             self._bytes += x.nbytes

@@ -128,6 +128,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 #: Run columns added after version 1 (``None`` when reading an older store).
 _RUN_COLUMNS_V2 = ("assets", "set_hash", "flow_run_id", "error")
 
+#: Layouts of exported results: one row per item and output, or one line per item.
+LAYOUTS = ("long", "wide")
+
 #: Columns of the long-format results (``Store.results`` and exports), in order.
 RESULT_COLUMNS = (
     "run_id", "item_id", "system", "metric", "value", "status", "error", "error_type",
@@ -453,12 +456,26 @@ class Store:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
-    def export(self, run_id: str, path: str | Path) -> Path:
-        """Write a run's long-format results to ``.csv``, ``.parquet`` or ``.jsonl``.
+    def export(self, run_id: str, path: str | Path, *, layout: str = "long") -> Path:
+        """Write a run's results to ``path``.
 
-        Error rows have an empty ``value`` (CSV) / null (Parquet, JSONL): never 0.
+        ``layout='long'``: one row per item and metric output, as ``.csv``, ``.parquet`` or
+        ``.jsonl``; error rows have an empty ``value`` (CSV) / null (Parquet, JSONL): never 0.
+        ``layout='wide'``: ``.jsonl`` only, one line per item (:meth:`wide_rows`).
         """
         path = Path(path)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+        if layout == "wide":
+            if path.suffix.lower() not in (".jsonl", ".ndjson"):
+                raise ConfigError(f"--layout wide writes JSONL: --out must end in .jsonl (got {path.name})")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in self.wide_rows(run_id):
+                    f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            tmp.replace(path)
+            return path
         fmt = {".csv": "(FORMAT CSV, HEADER)", ".parquet": "(FORMAT PARQUET)",
                ".jsonl": "(FORMAT JSON)", ".ndjson": "(FORMAT JSON)"}.get(path.suffix.lower())
         if fmt is None:
@@ -469,6 +486,46 @@ class Store:
         self.con.execute(f"COPY ({sql}) TO '{_sql_path(tmp)}' {fmt}")
         tmp.replace(path)
         return path
+
+    def wide_rows(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """One dict per item of the run, the shape VERSA writes (one JSON line per utterance):
+        ``key`` (the item id), ``system``, ``path``, then one key per metric output of the
+        run, then ``errors``.
+
+        A value is a finite number or ``null``; every ``null`` has its reason in ``errors``
+        (``{output: {"type": error_type, "message": error}}``), including outputs with no
+        record at all (``not_scored``: e.g. an interrupted run). Strict JSON: no NaN or
+        Infinity.
+        """
+        run = self.run(run_id)
+        outputs: list[str] = []
+        for m in json.loads(run["metrics"] or "[]"):
+            outputs += [o for o in m.get("outputs", []) if o not in outputs]
+        by_item: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in self.results(run["run_id"]):
+            by_item.setdefault(r["item_id"], {})[r["metric"]] = r
+            if r["metric"] not in outputs:
+                outputs.append(r["metric"])
+        for it in sorted(self.items(run["run_id"]), key=lambda i: (i["system"] or "", i["item_id"])):
+            row: dict[str, Any] = {"key": it["item_id"], "system": it["system"], "path": it["path"]}
+            errors: dict[str, dict[str, str]] = {}
+            recs = by_item.get(it["item_id"], {})
+            for o in outputs:
+                r = recs.get(o)
+                if r is None:
+                    row[o] = None
+                    errors[o] = {"type": "not_scored",
+                                 "message": "no record for this item in this run (interrupted or failed run?)"}
+                elif r["status"] != "ok":
+                    row[o] = None
+                    errors[o] = {"type": r["error_type"] or "error", "message": r["error"] or ""}
+                elif r["value"] is None or not math.isfinite(r["value"]):
+                    row[o] = None
+                    errors[o] = {"type": "non_finite", "message": f"stored value {r['value']!r}"}
+                else:
+                    row[o] = float(r["value"])
+            row["errors"] = errors
+            yield row
 
 
 def _sql_path(p: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import queue
 import signal
@@ -177,3 +178,97 @@ def test_bad_files_with_real_metrics_from_the_cli(tmp_path):
                 "silent": "silent", "nan": "non_finite", "notes": "unreadable"}
     for name, code in expected.items():
         assert {(r["status"], r["error_type"], r["value"]) for r in by[name]} == {("error", code, "")}, name
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs (issues 12, 14, 16) and the wide layout
+# ------------------------------------------------------------------------------------------
+def _score(tmp_path, *args):
+    return runner.invoke(app, ["score", *map(str, args), "--db", str(tmp_path / "s.duckdb"),
+                               "--progress", "none"])
+
+
+def test_latin1_transcript_is_a_message_not_a_traceback(tmp_path, toy_metrics):
+    write_tone(tmp_path / "g" / "u1.wav", seed=1)
+    (tmp_path / "t.tsv").write_bytes("u1\tcaf\xe9\n".encode("latin-1"))
+    res = _score(tmp_path, tmp_path / "g", "--text", tmp_path / "t.tsv", "--metrics", "toy_rate")
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    out = " ".join(res.output.split())
+    assert "t.tsv:1:" in out and "--text-encoding" in out and "Traceback" not in out
+    ok = _score(tmp_path, tmp_path / "g", "--text", tmp_path / "t.tsv", "--metrics", "toy_rate",
+                "--text-encoding", "latin-1")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_every_scanned_entry_is_in_the_results(tmp_path, toy_metrics):
+    g = tmp_path / "g"
+    write_tone(g / "good.wav", seed=1)
+    (g / "loop.wav").symlink_to("loop.wav")
+    (g / "x.wav").mkdir()
+    out = tmp_path / "o.csv"
+    res = _score(tmp_path, g, "--metrics", "toy_level", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "header errors: 2" in res.output
+    with open(out) as f:
+        rows = {r["item_id"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"good", "loop", "x"}
+    assert rows["loop"]["error"] == "symbolic link loop"
+    assert rows["x"]["error"] == "is a folder, not an audio file"
+
+
+def test_text_or_ref_matching_nothing_says_so(tmp_path, toy_metrics):
+    write_tone(tmp_path / "g" / "u1.wav", seed=1)
+    (tmp_path / "t.tsv").write_text("other\thello\n")
+    res = _score(tmp_path, tmp_path / "g", "--text", tmp_path / "t.tsv", "--metrics", "toy_rate")
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "matched 0 of 1 items" in out and "'u1'" in out and "'other'" in out
+    assert "needs transcripts" not in out
+
+
+def test_single_audio_file_with_its_reference(tmp_path, toy_metrics):
+    write_tone(tmp_path / "x.wav", seed=1)
+    write_tone(tmp_path / "clean.wav", seed=2)
+    res = _score(tmp_path, tmp_path / "x.wav", "--ref", tmp_path / "clean.wav",
+                 "--metrics", "toy_level,toy_snr")
+    assert res.exit_code == 0, res.output
+    assert "x: 1 items" in res.output and "1 with reference" in res.output
+
+
+def test_wide_layout_is_strict_json_with_errors(tmp_path, toy_metrics):
+    gen = _set(tmp_path, n=4)
+    out = tmp_path / "w.jsonl"
+    res = _score(tmp_path, gen, "--ref", tmp_path / "ref", "--metrics", "toy_level,toy_snr",
+                 "--out", out, "--layout", "wide")
+    assert res.exit_code == 0, res.output
+
+    def no_constants(x):
+        raise AssertionError(f"bare {x} in strict JSON")
+
+    lines = [json.loads(line, parse_constant=no_constants) for line in out.read_text().splitlines()]
+    assert [d["key"] for d in lines] == ["sys0/bad", "sys0/u0", "sys0/u2", "sys1/u1", "sys1/u3"]
+    good = lines[1]
+    assert set(good) == {"key", "system", "path", "toy_peak_db", "toy_rms_db", "toy_snr", "errors"}
+    assert isinstance(good["toy_peak_db"], float) and good["errors"] == {}
+    bad = lines[0]
+    assert bad["toy_snr"] is None and bad["errors"]["toy_snr"]["type"] == "unreadable"
+    # the export command writes the same lines
+    again = tmp_path / "again.jsonl"
+    exp = runner.invoke(app, ["export", str(again), "--db", str(tmp_path / "s.duckdb"),
+                              "--layout", "wide"])
+    assert exp.exit_code == 0 and again.read_text() == out.read_text()
+    bad_out = _score(tmp_path, gen, "--metrics", "toy_level", "--out", tmp_path / "w.csv",
+                     "--layout", "wide")
+    assert bad_out.exit_code == 2 and "--layout wide writes JSONL" in bad_out.output
+
+
+def test_kaldi_list_with_pipes_from_the_cli(tmp_path, toy_metrics, monkeypatch):
+    monkeypatch.setenv("SPEECHQE_CACHE", str(tmp_path / "cache"))
+    write_tone(tmp_path / "a.wav", seed=1)
+    scp = tmp_path / "data" / "wav.scp"
+    scp.parent.mkdir()
+    scp.write_text(f"a cat {tmp_path / 'a.wav'} |\n")
+    res = _score(tmp_path, scp, "--metrics", "toy_level")
+    assert res.exit_code == 2 and "--allow-pipes" in res.output and "wav.scp:1" in res.output
+    ok = _score(tmp_path, scp, "--metrics", "toy_level", "--allow-pipes")
+    assert ok.exit_code == 0, ok.output
+    assert "data: 1 items" in ok.output

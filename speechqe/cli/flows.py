@@ -41,9 +41,9 @@ def _thresholds(values: List[str] | None) -> dict[str, float]:
 
 @app.command()
 def evaluate(
-    source: str = typer.Argument(..., help="A folder of audio, a .jsonl/.csv manifest, or a quoted glob of manifests."),
-    ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines."),
+    source: str = typer.Argument(..., help="A folder of audio, an audio file, a Kaldi data dir or wav.scp, a lhotse/speechqe .jsonl[.gz], an audiofolder, a SHEET .csv, or a quoted glob of manifests."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Reference audio: a folder, a Kaldi wav.scp or data dir, or one audio file."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines or a Kaldi 'text' file."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name or .yaml path (default: 'default')."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (instead of a suite)."),
     db: Optional[Path] = typer.Option(None, "--db", help="Results store (DuckDB). Default: speechqe-out/speechqe.duckdb."),
@@ -63,6 +63,10 @@ def evaluate(
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score on this Dask scheduler (tcp://host:8786)."),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score on a temporary local Dask cluster of N worker processes."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the report flags a regression."),
+    fmt: str = typer.Option("auto", "--format", help="Input format: auto, folder, file, jsonl, sheet, kaldi, lhotse or audiofolder."),
+    allow_pipes: bool = typer.Option(False, "--allow-pipes", help="Run the pipe commands of Kaldi/lhotse entries."),
+    versa_config: Optional[Path] = typer.Option(None, "--versa-config", help="Score the metrics of a VERSA score config (see docs/versa.md)."),
+    text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help="Encoding of the text files read (default utf-8)."),
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
@@ -78,7 +82,8 @@ def evaluate(
             report=report, report_dir=str(report_dir) if report_dir else None,
             baseline=None if baseline == "none" else baseline, regression_relative=relative,
             regression_thresholds=_thresholds(threshold), params=parse_params(param),
-            gpu_slots=gpu_slots,
+            gpu_slots=gpu_slots, format=fmt, allow_pipes=allow_pipes,
+            versa_config=str(versa_config) if versa_config else None, text_encoding=text_encoding,
         )
         EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
         flow = _flows().evaluate_with(dask_address, dask_workers)

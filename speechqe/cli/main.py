@@ -39,46 +39,70 @@ app = typer.Typer(
 # ------------------------------------------------------------------------------------------
 # score
 # ------------------------------------------------------------------------------------------
+_SOURCE_HELP = ("A folder of audio (recursive), an audio file, a Kaldi/ESPnet data dir or wav.scp, "
+                "a lhotse manifest (.jsonl[.gz]), an audiofolder (metadata.csv/.jsonl), a "
+                "speechqe .jsonl manifest or a SHEET/MOS-Bench .csv (see docs/speech-sets.md).")
+_REF_HELP = ("Reference audio: a folder (matched by relative path, then by stem), a Kaldi wav.scp "
+             "or data dir (matched by utterance id), or one audio file for one input file.")
+_TEXT_HELP = "Transcripts: 'id<TAB>text' lines or a Kaldi 'text' file."
+_FORMAT_HELP = "Input format: auto (detected), folder, file, jsonl, sheet, kaldi, lhotse or audiofolder."
+_PIPES_HELP = "Run the pipe commands of Kaldi wav.scp / lhotse entries ('sox ... |'); refused otherwise."
+_ENCODING_HELP = "Encoding of the text files read (transcripts, lists, metadata). Default: utf-8."
+
+
 @app.command()
 def score(
-    path: Path = typer.Argument(..., help="A folder of audio (recursive), a .jsonl manifest or a SHEET/MOS-Bench .csv."),
-    ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio, matched by relative path, then by stem."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines."),
+    path: Path = typer.Argument(..., help=_SOURCE_HELP),
+    ref: Optional[Path] = typer.Option(None, "--ref", help=_REF_HELP),
+    text: Optional[Path] = typer.Option(None, "--text", help=_TEXT_HELP),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (see 'speechqe suites') or a .yaml path. Default: 'default'."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics, e.g. pesq,stoi or mos_ensemble:BUNDLE (overrides --suite)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write long-format results to FILE.csv, .parquet or .jsonl."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results to FILE.csv, .parquet or .jsonl (see --layout)."),
     db: Optional[Path] = typer.Option(None, "--db", help=f"Results store (DuckDB). Default: {DEFAULT_OUT_DIR}/speechqe.duckdb."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring in parallel."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     asset: Optional[List[str]] = typer.Option(None, "--asset", help="Use a local copy of a pretrained asset: NAME=PATH (repeatable)."),
-    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder (default: the folder's name)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder or a list without systems (default: the folder's name)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the speech set's name)."),
     chunk_size: int = typer.Option(16, "--chunk-size", min=1, help="Items per committed chunk / metric batch."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Rescore items whose stored record is an error."),
     progress: str = typer.Option("auto", "--progress", help="auto, bar, plain or none."),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    allow_pipes: bool = typer.Option(False, "--allow-pipes", help=_PIPES_HELP),
+    layout: str = typer.Option("long", "--layout", help="--out layout: long (a row per item and output) or wide (.jsonl: a line per item, a key per output, VERSA's shape)."),
+    versa_config: Optional[Path] = typer.Option(None, "--versa-config", help="Score the metrics of a VERSA score config (YAML), mapped to speechqe's (see docs/versa.md)."),
+    text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help=_ENCODING_HELP),
 ) -> None:
     """Score a speech set and store every result; print a system-by-metric summary."""
     try:
         _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset,
-               system, name, chunk_size, retry_errors, progress)
+               system, name, chunk_size, retry_errors, progress, fmt, allow_pipes, layout,
+               versa_config, text_encoding)
     except SpeechQEError as exc:
         fail(exc)
 
 
 def _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset, system,
-           name, chunk_size, retry_errors, progress) -> None:
+           name, chunk_size, retry_errors, progress, fmt="auto", allow_pipes=False,
+           layout="long", versa_config=None, text_encoding=None) -> None:
     from speechqe import manifest
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
-    from speechqe.store import Store
+    from speechqe.store import LAYOUTS, Store
 
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
         raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {out.name})")
+    if layout == "wide" and (out is None or out.suffix.lower() != ".jsonl"):
+        raise ConfigError("--layout wide writes JSONL: give --out FILE.jsonl")
     if progress not in ("auto", "bar", "plain", "none"):
         raise ConfigError("--progress must be auto, bar, plain or none")
     if metrics and suite:
         raise ConfigError("give either --suite or --metrics, not both")
+    if versa_config and (metrics or suite):
+        raise ConfigError("give either --versa-config or --suite/--metrics, not both")
     if not is_device_name(device):
         raise ConfigError(f"--device must be one of auto, cpu, cuda, cuda:N (got {device!r})")
     apply_asset_overrides(asset)
@@ -87,7 +111,20 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         source=str(path), references=ref, transcripts=text, suite=suite, metrics=metrics,
         store=str(db_path), name=name, system=system, device=device, chunk_size=chunk_size,
         retry_errors=retry_errors, params=parse_params(param), report=False, baseline=None,
+        format=fmt, allow_pipes=allow_pipes, text_encoding=text_encoding,
+        versa_config=versa_config,
     )
+    shown: set[str] = set()
+    if cfg.versa_config:
+        from speechqe.versa import read_versa_config
+
+        mapping = read_versa_config(cfg.versa_config)  # shown before any file is read
+        console.print(f"[bold]VERSA config {cfg.versa_config}[/]:", highlight=False)
+        for line in mapping.report():
+            style = "yellow" if line.startswith("not scored") else ("dim" if line.startswith("note") else "")
+            console.print(f"  [{style}]{line}[/]" if style else f"  {line}", highlight=False,
+                          soft_wrap=True)
+        shown = {w for w, _ in mapping.unmapped}
     resolve_device(device)  # a GPU that is not there stops the command before any hashing
     steps = Steps(workers)
 
@@ -100,14 +137,15 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
             highlight=False,
         )
         for mname, reason in plan.skipped:
-            console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
+            if mname not in shown:
+                console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
 
     with progress_reporter(progress) as report:
         result = evaluate(cfg, steps, on_planned=planned, progress=report)
     with Store(db_path, read_only=True) as store:
         records = store.results(result.run_id)
         if out is not None:
-            store.export(result.run_id, out)
+            store.export(result.run_id, out, layout=layout)
     print_summary(records, result.run_id, db_path, reused=result.n_reused_items)
     if out is not None:
         console.print(f"results written to {out}", highlight=False)
@@ -177,17 +215,22 @@ def list_suites() -> None:
 
 @app.command("manifest")
 def build_manifest(
-    path: Path = typer.Argument(..., help="Folder, .jsonl or SHEET .csv."),
+    path: Path = typer.Argument(..., help=_SOURCE_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the JSONL manifest."),
-    ref: Optional[Path] = typer.Option(None, "--ref"),
-    text: Optional[Path] = typer.Option(None, "--text"),
-    system: Optional[str] = typer.Option(None, "--system"),
+    ref: Optional[Path] = typer.Option(None, "--ref", help=_REF_HELP),
+    text: Optional[Path] = typer.Option(None, "--text", help=_TEXT_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder or a list without systems."),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    allow_pipes: bool = typer.Option(False, "--allow-pipes", help=_PIPES_HELP),
+    text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help=_ENCODING_HELP),
 ) -> None:
     """Build a speech-set manifest (headers and content hashes only) and write it as JSONL."""
     from speechqe import manifest
 
     try:
-        sset = manifest.load_speech_set(path, ref_dir=ref, text_file=text, system=system)
+        sset = manifest.load_speech_set(path, ref_dir=ref, text_file=text, system=system,
+                                        format=fmt, text_encoding=text_encoding,
+                                        allow_pipes=allow_pipes)
     except SpeechQEError as exc:
         fail(exc)
     sset.to_jsonl(output)
@@ -238,14 +281,15 @@ def export(
     out: Path = typer.Argument(..., help="FILE.csv, .parquet or .jsonl"),
     run: str = typer.Option("latest", "--run"),
     db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
+    layout: str = typer.Option("long", "--layout", help="long (a row per item and output) or wide (.jsonl: a line per item, a key per output)."),
 ) -> None:
-    """Export a stored run's long-format results."""
+    """Export a stored run's results."""
     from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             r = store.run(run)
-            store.export(r["run_id"], out)
+            store.export(r["run_id"], out, layout=layout)
     except SpeechQEError as exc:
         fail(exc)
     console.print(f"run {r['run_id']} written to {out}", highlight=False)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from speechqe import manifest, suites
+from speechqe import manifest, suites, versa
 from speechqe.config import StrictModel, validate
 from speechqe.devices import is_device_name
 from speechqe.errors import ConfigError
@@ -43,6 +43,8 @@ from .history import RegressionPolicy
 #: The results store when none is given (the command line's default too).
 DEFAULT_STORE = Path("speechqe-out") / "speechqe.duckdb"
 _GLOB_CHARS = re.compile(r"[*?\[]")
+#: File suffixes a glob source may match (besides folders); ``.gz`` is looked through.
+_MANIFEST_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".scp")
 
 
 class EvaluationConfig(StrictModel):
@@ -55,7 +57,13 @@ class EvaluationConfig(StrictModel):
             prefixed with each match's name.
         suite, metrics: a suite name/path, or explicit metric references (not both; neither:
             the ``default`` suite).
-        references, transcripts: reference folder and ``id<TAB>text`` file.
+        references: reference audio: a folder, a Kaldi ``wav.scp`` or data dir, or one audio
+            file (for a single input file).
+        transcripts: an ``id<TAB>text`` or Kaldi ``text`` file.
+        format: the source's format (``auto``: detected; see :data:`speechqe.manifest.FORMATS`).
+        text_encoding: encoding of every text file read (default UTF-8).
+        allow_pipes: run pipe commands found in Kaldi/lhotse lists.
+        versa_config: a VERSA score config, mapped to speechqe metrics (instead of a suite).
         store: the DuckDB results store.
         name: run name (the history groups runs by name; default: the set's name).
         system: system name for a flat folder.
@@ -93,6 +101,10 @@ class EvaluationConfig(StrictModel):
     gpu_slots: int | None = Field(None, ge=1)
     max_in_flight: int = Field(64, ge=1)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    format: str = "auto"
+    text_encoding: str | None = None
+    allow_pipes: bool = False
+    versa_config: str | None = None
 
     @field_validator("source")
     @classmethod
@@ -120,8 +132,32 @@ class EvaluationConfig(StrictModel):
     @field_validator("references")
     @classmethod
     def _references(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).is_dir():
-            raise ValueError(f"no such folder: {v}")
+        if v is not None and not Path(v).exists():
+            raise ValueError(f"no such file or folder: {v}")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in manifest.FORMATS:
+            raise ValueError(f"format must be one of {', '.join(manifest.FORMATS)} (got {v!r})")
+        return v
+
+    @field_validator("text_encoding")
+    @classmethod
+    def _text_encoding(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                manifest.check_encoding(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("versa_config")
+    @classmethod
+    def _versa_config(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
         return v
 
     @field_validator("transcripts")
@@ -140,8 +176,11 @@ class EvaluationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _suite_xor_metrics(self) -> "EvaluationConfig":
-        if self.suite and self.metrics:
-            raise ValueError("give either a suite or a list of metrics, not both")
+        given = [n for n, v in (("a suite", self.suite), ("a list of metrics", self.metrics),
+                                 ("a VERSA config", self.versa_config)) if v]
+        if len(given) > 1:
+            raise ValueError(f"give one of a suite, a list of metrics or a VERSA config, not "
+                             f"both {' and '.join(given)}")
         return self
 
     @classmethod
@@ -180,7 +219,12 @@ class EvaluationConfig(StrictModel):
         if self.is_glob:
             parts = [x for x in p.parts if not _GLOB_CHARS.search(x)]
             return Path(*parts).name if parts else "speech-set"
-        return p.stem if p.suffix.lower() in (".jsonl", ".csv") else p.name
+        base = Path(p.name[:-3] if p.name.lower().endswith(".gz") else p.name)
+        if base.suffix.lower() == ".scp":
+            return p.resolve().parent.name
+        if base.suffix.lower() in _MANIFEST_SUFFIXES + manifest.AUDIO_EXTENSIONS:
+            return base.stem
+        return p.name
 
     def report_path(self, run_id: str) -> Path:
         folder = Path(self.report_dir) if self.report_dir else Path(self.store).parent / "reports"
@@ -193,6 +237,8 @@ class EvaluationConfig(StrictModel):
             "transcripts": self.transcripts, "suite": self.suite, "metrics": list(self.metrics),
             "device": self.device, "chunk_size": self.chunk_size,
             "retry_errors": self.retry_errors, "params": {m: dict(p) for m, p in self.params.items()},
+            "format": self.format, "text_encoding": self.text_encoding,
+            "allow_pipes": self.allow_pipes, "versa_config": self.versa_config,
         }
 
 
@@ -213,9 +259,11 @@ def matching_sources(cfg: EvaluationConfig) -> list[Path]:
             raise ConfigError(f"no such file or folder: {p}")
         return [p]
     found = sorted(Path(m) for m in glob.glob(str(cfg.source), recursive=True))
-    found = [m for m in found if m.is_dir() or m.suffix.lower() in (".jsonl", ".csv")]
+    found = [m for m in found if m.is_dir() or Path(
+        m.name[:-3] if m.name.lower().endswith(".gz") else m.name).suffix.lower() in _MANIFEST_SUFFIXES]
     if not found:
-        raise ConfigError(f"nothing matches {cfg.source} (folders, .jsonl or .csv manifests)")
+        raise ConfigError(f"nothing matches {cfg.source} (folders, .jsonl(.gz), .csv or .scp "
+                          "manifests)")
     return found
 
 
@@ -225,7 +273,8 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
     sources = matching_sources(cfg)
     sets = [
         manifest.load_speech_set(
-            src, ref_dir=cfg.references, text_file=cfg.transcripts, system=cfg.system
+            src, ref_dir=cfg.references, text_file=cfg.transcripts, system=cfg.system,
+            format=cfg.format, text_encoding=cfg.text_encoding, allow_pipes=cfg.allow_pipes,
         )
         for src in sources
     ]
@@ -234,20 +283,28 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
         return SpeechSet(s.items, name=cfg.set_name, source=s.source)
     items = []
     for src, s in zip(sources, sets):
-        prefix = src.stem if src.is_file() else src.name
+        prefix = Path(src.name[:-3] if src.name.lower().endswith(".gz") else src.name).stem \
+            if src.is_file() else src.name
         items += [it.replace(id=f"{prefix}/{it.id}") for it in s.items]
     return SpeechSet(tuple(items), name=cfg.set_name, source=str(cfg.source))
 
 
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
+    unmapped: list[tuple[str, str]] = []
     if cfg.metrics:
         entries, suite_name, explicit = suites.entries_from_list(cfg.metrics), None, True
+    elif cfg.versa_config:
+        mapping = versa.read_versa_config(cfg.versa_config)
+        entries, suite_name, explicit = tuple(mapping.entries), f"versa:{Path(cfg.versa_config).name}", False
+        unmapped = [(w, f"not scored: {r}") for w, r in mapping.unmapped]
     else:
         s = suites.load_suite(cfg.suite or "default")
         entries, suite_name, explicit = s.entries, s.name, False
     overrides = {m: dict(p) for m, p in cfg.params.items()}
-    return runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides), suite_name
+    the_plan = runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides)
+    the_plan.skipped[:0] = unmapped  # a VERSA entry we cannot compute is listed, never dropped
+    return the_plan, suite_name
 
 
 def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> dict[str, Any] | None:

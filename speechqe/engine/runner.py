@@ -183,7 +183,7 @@ def score_chunk(
             inputs.append(None)
             continue
         try:
-            audio = LoadedAudio.from_file(item.path)
+            audio = item.load()  # the whole file, or only the item's segment and channel
         except ItemError as exc:
             for m in todo[i]:
                 records += _error_records(item, metrics[m], keys[i][m], exc)

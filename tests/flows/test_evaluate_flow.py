@@ -174,3 +174,41 @@ def test_evaluate_command_runs_the_flow(tmp_path, prefect_api, toy_metrics):
     assert res.exit_code == 0 and "nothing changed since run" in res.output
     res = CliRunner().invoke(app, args + ["--device", "tpu"])
     assert res.exit_code == 2 and "device must be one of" in res.output
+
+
+def test_evaluate_reads_the_same_inputs_as_score(tmp_path, prefect_api, toy_metrics, monkeypatch):
+    """--format, --allow-pipes, --text-encoding and --versa-config reach the flow through
+    EvaluationConfig: a Kaldi list with a pipe and a latin-1 transcript, and a VERSA config."""
+    from typer.testing import CliRunner
+
+    from speechqe.cli.main import app
+
+    monkeypatch.setenv("SPEECHQE_CACHE", str(tmp_path / "cache"))
+    write_tone(tmp_path / "a.wav", seed=1)
+    write_tone(tmp_path / "b.wav", seed=2)
+    d = tmp_path / "data" / "test"
+    d.mkdir(parents=True)
+    (d / "wav.scp").write_text(f"a cat {tmp_path / 'a.wav'} |\nb {tmp_path / 'b.wav'}\n")
+    (d / "text").write_bytes("a caf\xe9\nb na\xefve\n".encode("latin-1"))
+    db = tmp_path / "e.duckdb"
+    base = ["evaluate", str(d), "--metrics", "toy_level,toy_rate", "--db", str(db), "--no-report"]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 2 and "--allow-pipes" in res.output
+    res = CliRunner().invoke(app, base + ["--allow-pipes", "--format", "kaldi",
+                                          "--text-encoding", "latin-1"])
+    assert res.exit_code == 0, res.output
+    with Store(db, read_only=True) as st:
+        items = {i["item_id"]: i for i in st.items(st.run("latest")["run_id"])}
+    assert items["a"]["text"] == "café" and items["b"]["text"] == "naïve"
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text("- name: signal_metric\n- name: nisqa\n")
+    write_tone(tmp_path / "ref" / "a.wav", seed=3)
+    write_tone(tmp_path / "ref" / "b.wav", seed=4)
+    res = CliRunner().invoke(app, ["evaluate", str(d), "--ref", str(tmp_path / "ref"),
+                                   "--versa-config", str(cfg), "--allow-pipes", "--db", str(db),
+                                   "--no-report", "--text-encoding", "latin-1"])
+    assert res.exit_code == 0, res.output
+    with Store(db, read_only=True) as st:
+        run = st.run("latest")
+        metrics = {r["metric"] for r in st.results(run["run_id"])}
+    assert run["suite"] == "versa:score.yaml" and metrics == {"si_sdr"}
