@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from .common import console, fail, parse_params, print_summary
+from .report import ALLOW_MISSING_HELP, RELATIVE_HELP, THRESHOLD_HELP
 
 app = typer.Typer(add_completion=False)
 
@@ -34,6 +35,8 @@ def _flows():
 
 
 def _thresholds(values: List[str] | None) -> dict[str, float]:
+    """``--threshold`` entries as the flow's mapping (names checked against the registered
+    metric outputs)."""
     from speechqe.engine.history import RegressionPolicy
 
     return dict(RegressionPolicy.parse(thresholds=values or ()).absolute)
@@ -56,13 +59,14 @@ def evaluate(
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where reports go (default: reports/ beside the store)."),
     baseline: str = typer.Option("auto", "--baseline", help="Run to compare with: auto (previous run with this name), a run id, or none."),
-    relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
-    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
+    relative: float = typer.Option(0.01, "--relative", help=RELATIVE_HELP),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help=THRESHOLD_HELP),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help=ALLOW_MISSING_HELP),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     gpu_slots: Optional[int] = typer.Option(None, "--gpu-slots", help="Set the Prefect concurrency limit of GPU scoring tasks."),
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score on this Dask scheduler (tcp://host:8786)."),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score on a temporary local Dask cluster of N worker processes."),
-    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the report flags a regression."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the regression gate fails: a regression or lost output against the baseline, or a baseline with nothing in common."),
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
@@ -77,7 +81,8 @@ def evaluate(
             chunk_size=chunk_size, retry_errors=retry_errors, skip_unchanged=skip_unchanged,
             report=report, report_dir=str(report_dir) if report_dir else None,
             baseline=None if baseline == "none" else baseline, regression_relative=relative,
-            regression_thresholds=_thresholds(threshold), params=parse_params(param),
+            regression_thresholds=_thresholds(threshold), regression_allow_missing=allow_missing,
+            params=parse_params(param),
             gpu_slots=gpu_slots,
         )
         EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
@@ -89,7 +94,7 @@ def evaluate(
     except SpeechQEError as exc:
         fail(exc)
     _print_outcome(summary, Path(parameters["store"]))
-    if fail_on_regression and summary.get("regressions"):
+    if fail_on_regression and summary.get("gate_failures"):
         raise typer.Exit(1)
 
 
@@ -104,7 +109,12 @@ def _print_outcome(summary: dict, db: Path) -> None:
     print_summary(records, summary["run_id"], db, reused=summary.get("n_reused_items", 0))
     for r in summary.get("regressions", []):
         console.print(f"[bold red]regression[/] {r['system']} / {r['metric']}: "
-                      f"{r['baseline']:.4g} -> {r['value']:.4g}", highlight=False)
+                      f"{r['baseline']:.4g} -> {r['value']:.4g}"
+                      + (f" ({'; '.join(r['reasons'])})" if r.get("reasons") else ""),
+                      highlight=False, soft_wrap=True)
+    if summary.get("gate_failures") and not summary.get("regressions"):
+        for reason in summary["gate_failures"]:  # a baseline with nothing in common
+            console.print(f"[bold red]regression gate:[/] {reason}", highlight=False, soft_wrap=True)
     if summary.get("report"):
         console.print(f"report: {summary['report']}", highlight=False)
 
