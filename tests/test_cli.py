@@ -166,3 +166,67 @@ def test_bad_files_with_real_metrics_from_the_cli(tmp_path):
                 "silent": "silent", "nan": "non_finite", "notes": "unreadable"}
     for name, code in expected.items():
         assert {(r["status"], r["error_type"], r["value"]) for r in by[name]} == {("error", code, "")}, name
+
+
+def test_runs_and_summary_show_what_a_run_was_asked_to_do(tmp_path, toy_metrics):
+    """The stored parameters (suite or metrics, --param values, source) appear in `runs`
+    (compact) and `summary`; a run at the defaults says so."""
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    res = runner.invoke(app, ["score", str(gen), "--metrics", "toy_level", "--param",
+                              "toy_level.delay_s=0.001", "--db", db, "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["score", str(gen), "--metrics", "toy_level,toy_rate", "--db", db,
+                              "--text", str(tmp_path / "t.tsv"), "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    runs = runner.invoke(app, ["runs", "--db", db])
+    lines = [ln for ln in runs.output.splitlines() if "finished" in ln]
+    assert len(lines) == 2 and "toy_level.delay_s=0.001" in lines[0] and "delay_s" not in lines[1]
+    assert "metrics toy_level" in lines[0] and "metrics toy_level, toy_rate" in lines[1]
+    from speechqe.store import Store
+
+    with Store(db, read_only=True) as st:
+        first, second = (r["run_id"] for r in st.runs())
+    out = " ".join(runner.invoke(app, ["summary", first[:-1], "--db", db]).output.split())
+    assert f"run {first} (gen): finished" in out and f"source {gen}" in out
+    assert "metrics toy_level; metric parameters: toy_level.delay_s=0.001" in out
+    out = " ".join(runner.invoke(app, ["summary", second, "--db", db]).output.split())
+    assert "metric parameters: defaults" in out and f"transcripts {tmp_path / 't.tsv'}" in out
+
+
+def test_summary_of_an_interrupted_run_says_so_and_shows_only_its_own_records(tmp_path, toy_metrics):
+    """Ctrl-C during `score` records the run as interrupted; its summary says so, and after a
+    later run completed the set it still shows what the interrupted run stored, not the
+    records the later run computed for the same items."""
+    for k in range(48):
+        write_tone(tmp_path / "gen" / f"u{k:02d}.wav", seconds=0.1, seed=k)
+    db = tmp_path / "s.duckdb"
+    cmd = [sys.executable, "-m", "speechqe.cli.main", "score", str(tmp_path / "gen"), "--metrics",
+           "toy_level", "--param", "toy_level.delay_s=0.03", "--chunk-size", "4", "--progress",
+           "plain", "--db", str(db)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ), cwd=REPO)
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if line.startswith("scored ") and int(line.split()[1].split("/")[0]) >= 8:
+            break
+        assert time.monotonic() < deadline, "run made no progress"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    from speechqe.store import Store
+
+    with Store(db, read_only=True) as st:
+        (stopped,) = st.runs()
+        n_own = len({r["item_id"] for r in st.results(stopped["run_id"])})
+    assert stopped["status"] == "interrupted" and 8 <= n_own < 48
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr
+    res = runner.invoke(app, ["summary", stopped["run_id"], "--db", str(db)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and f"run {stopped['run_id']} (gen): interrupted" in out
+    assert "rerun the same command to resume" in out
+    assert f"({n_own} of 48 items have records)" in out and f"{2 * n_own} records" in out
+    with Store(db, read_only=True) as st:  # the links alone would show the later run's records
+        assert len(st.results(stopped["run_id"])) == 96
+        assert len(st.results(stopped["run_id"], own_only=True)) == 2 * n_own

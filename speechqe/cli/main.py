@@ -195,8 +195,10 @@ def build_manifest(
 
 
 @app.command("runs")
-def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db")) -> None:
-    """List the runs in a results store."""
+def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB).")) -> None:
+    """List the runs in a results store, oldest first, with what each scored and the metric
+    parameters it was given."""
+    from speechqe.engine.history import describe_metric_parameters, describe_selection
     from speechqe.store import Store
 
     try:
@@ -205,13 +207,15 @@ def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db
     except SpeechQEError as exc:
         fail(exc)
     table = Table(title=str(db))
-    for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused", "suite"):
-        table.add_column(col)
+    for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused",
+                "suite / metrics", "params"):
+        table.add_column(col, overflow="fold")
     for r in runs:
+        params = describe_metric_parameters(r)
         table.add_row(
             r["run_id"], r["name"] or "", r["status"], str(r["started_at"])[:19],
             str(r["n_items"]), str(r["n_records"]), str(r["n_errors"]), str(r["n_reused"]),
-            r["suite"] or "-",
+            describe_selection(r), "-" if params == "defaults" else params,
         )
     console.print(table)
 
@@ -219,18 +223,56 @@ def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db
 @app.command("summary")
 def summary(
     run: str = typer.Argument("latest", help="Run id (or a unique prefix), or 'latest'."),
-    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
+    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB)."),
 ) -> None:
-    """Print the system-by-metric summary of a stored run."""
+    """Print a stored run: what it was asked to do (source, suite or metrics, parameters), its
+    status, and the system-by-metric summary of its results."""
     from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             r = store.run(run)
-            records = store.results(r["run_id"])
+            # A run that stopped early shows what it stored itself, not records a later run
+            # computed for the same items.
+            records = store.results(r["run_id"], own_only=r["status"] != "finished")
     except SpeechQEError as exc:
         fail(exc)
+    _print_run_header(r, records)
     print_summary(records, r["run_id"], db, reused=r["n_reused"] or 0)
+
+
+def _print_run_header(r: dict, records: list[dict]) -> None:
+    from speechqe.engine.history import (
+        describe_metric_parameters,
+        describe_selection,
+        run_parameters,
+        status_note,
+    )
+
+    p = run_parameters(r)
+    started = str(r["started_at"])[:19] if r.get("started_at") else "?"
+    finished = str(r["finished_at"])[:19] if r.get("finished_at") else "not finished"
+    console.print(f"[bold]run {r['run_id']}[/] ({r.get('name') or '-'}): {r['status']}; "
+                  f"started {started} UTC, {'finished ' + finished + ' UTC' if r.get('finished_at') else finished}",
+                  highlight=False, soft_wrap=True)
+    note = status_note(r)
+    if note:
+        items_done = len({x["item_id"] for x in records})
+        colour = "red" if r["status"] == "failed" else "yellow"
+        console.print(f"[bold {colour}]{note}[/] ({items_done} of {r['n_items']} items have records)",
+                      highlight=False, soft_wrap=True)
+    source = p.get("source") or r.get("source") or "-"
+    extras = [f"references {p['references']}" if p.get("references") else "",
+              f"transcripts {p['transcripts']}" if p.get("transcripts") else ""]
+    console.print(f"  source {source}" + "".join(f"; {x}" for x in extras if x),
+                  highlight=False, soft_wrap=True)
+    console.print(f"  {describe_selection(r)}; metric parameters: {describe_metric_parameters(r)}",
+                  highlight=False, soft_wrap=True)
+    how = [f"device {p['device']}" if p.get("device") else "",
+           f"chunk size {p['chunk_size']}" if p.get("chunk_size") else "",
+           "retrying stored errors" if p.get("retry_errors") else ""]
+    if any(how):
+        console.print("  " + ", ".join(x for x in how if x), highlight=False, soft_wrap=True)
 
 
 @app.command("export")

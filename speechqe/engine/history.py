@@ -461,6 +461,85 @@ def compare_runs(store, run_a: str, run_b: str, policy: RegressionPolicy | None 
     return Comparison(a, b, changes, policy)
 
 
+# ------------------------------------------------------------------------------------------
+# What a run was asked to do
+# ------------------------------------------------------------------------------------------
+def run_parameters(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's recorded parameters (the ``runs.params`` JSON of :meth:`EvaluationConfig.as_params`:
+    ``source``, ``references``, ``transcripts``, ``suite``, ``metrics``, ``device``,
+    ``chunk_size``, ``retry_errors`` and ``params``, the metric parameters given with
+    ``--param``/``params`` as ``{metric: {name: value}}``); ``{}`` when none were recorded
+    (a run of the library API) or the text is not JSON."""
+    raw = run.get("params")
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        out = json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def metric_parameters(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The metric parameters a run was given, flattened and sorted: ``[('mcd.include_c0',
+    False), ...]`` (empty: every metric at its defaults)."""
+    given = run_parameters(run).get("params") or {}
+    if not isinstance(given, Mapping):
+        return []
+    return sorted((f"{m}.{k}", v) for m, p in given.items() if isinstance(p, Mapping)
+                  for k, v in p.items())
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value_text(x) for x in v) + "]"
+    return str(v)
+
+
+def describe_metric_parameters(run: Mapping[str, Any]) -> str:
+    """``mcd.include_c0=false, stoi.max_length_diff_s=0.5``, or ``'defaults'``."""
+    items = metric_parameters(run)
+    return ", ".join(f"{k}={_value_text(v)}" for k, v in items) if items else "defaults"
+
+
+def describe_selection(run: Mapping[str, Any]) -> str:
+    """What the run scored with: ``suite default`` or ``metrics pesq, wer``."""
+    if run.get("suite"):
+        return f"suite {run['suite']}"
+    metrics = run_parameters(run).get("metrics") or []
+    if metrics:
+        return "metrics " + ", ".join(str(m) for m in metrics)
+    try:
+        names = [m["name"] for m in json.loads(run.get("metrics") or "[]")]
+    except (TypeError, ValueError, KeyError):
+        names = []
+    return ("metrics " + ", ".join(names)) if names else "-"
+
+
+#: What each stored run status means, for people reading ``summary`` and reports.
+STATUS_NOTES = {
+    "finished": "",
+    "interrupted": ("interrupted (Ctrl-C) before it finished: the results are what it stored "
+                    "until then; rerun the same command to resume (stored records are reused)"),
+    "running": ("still running, or killed without a chance to record it (SIGKILL, power loss): "
+                "the results are what it stored so far; rerun the same command to resume"),
+    "failed": "failed before it could score",
+}
+
+
+def status_note(run: Mapping[str, Any]) -> str:
+    """A sentence on a run's status (``''`` for a finished run)."""
+    status = str(run.get("status") or "")
+    note = STATUS_NOTES.get(status, f"status {status}")
+    if status == "failed" and run.get("error"):
+        note += f": {run['error']}"
+    return note
+
+
 def baseline_for(store, run: Mapping[str, Any]) -> dict[str, Any] | None:
     """The run a run is compared with by default: the latest earlier finished run with the
     same name (the same watched set), or ``None``."""
