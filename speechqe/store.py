@@ -396,7 +396,12 @@ class Store:
         return out
 
     def run(self, run_id: str | None = None) -> dict[str, Any]:
-        """A run by id, or the latest run when ``run_id`` is ``None`` or ``'latest'``."""
+        """A run by id or unique id prefix, or the latest run when ``run_id`` is ``None`` or
+        ``'latest'``.
+
+        Raises:
+            ConfigError: no such run, or a prefix that several runs share (they are listed).
+        """
         runs = self.runs()
         if not runs:
             raise ConfigError(f"{self.path} holds no runs")
@@ -408,7 +413,13 @@ class Store:
         matches = [r for r in runs if r["run_id"].startswith(str(run_id))]
         if len(matches) == 1:
             return matches[0]
-        raise ConfigError(f"no run '{run_id}' in {self.path}")
+        if matches:
+            shown = "; ".join(f"{r['run_id']} ({r['name'] or '-'}, {r['status']}, "
+                              f"{str(r['started_at'])[:19]})" for r in matches[-10:])
+            more = f" (the latest 10 of {len(matches)})" if len(matches) > 10 else ""
+            raise ConfigError(f"'{run_id}' matches {len(matches)} runs in {self.path}{more}: "
+                              f"{shown}; give more of the run id")
+        raise ConfigError(f"no run '{run_id}' in {self.path} (see 'speechqe runs')")
 
     def _results_sql(self, own_only: bool = False) -> str:
         # A run links all its planned records when it starts; one that stopped early may have
@@ -474,7 +485,8 @@ class Store:
         fmt = {".csv": "(FORMAT CSV, HEADER)", ".parquet": "(FORMAT PARQUET)",
                ".jsonl": "(FORMAT JSON)", ".ndjson": "(FORMAT JSON)"}.get(path.suffix.lower())
         if fmt is None:
-            raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {path.name})")
+            raise ConfigError(f"an export file must end in .csv, .parquet or .jsonl "
+                              f"(got {path.name})")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         sql = self._results_sql().replace("?", "'" + run_id.replace("'", "''") + "'")

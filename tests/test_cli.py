@@ -230,3 +230,63 @@ def test_summary_of_an_interrupted_run_says_so_and_shows_only_its_own_records(tm
     with Store(db, read_only=True) as st:  # the links alone would show the later run's records
         assert len(st.results(stopped["run_id"])) == 96
         assert len(st.results(stopped["run_id"], own_only=True)) == 2 * n_own
+
+
+def test_an_ambiguous_run_prefix_lists_the_matching_runs(tmp_path, toy_metrics):
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    for _ in range(2):
+        res = runner.invoke(app, ["score", str(gen), "--metrics", "toy_level", "--db", db,
+                                  "--progress", "none"])
+        assert res.exit_code == 0, res.output
+    from speechqe.store import Store
+
+    with Store(db, read_only=True) as st:
+        ids = [r["run_id"] for r in st.runs()]
+    prefix = os.path.commonprefix(ids)
+    assert prefix  # both ids start with the date
+    for cmd in (["summary", prefix], ["export", str(tmp_path / "x.csv"), "--run", prefix],
+                ["compare", prefix, ids[0]]):
+        res = runner.invoke(app, [*cmd, "--db", db])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"'{prefix}' matches 2 runs" in out, (cmd, out)
+        assert all(i in out for i in ids) and "no run" not in out
+    res = runner.invoke(app, ["summary", "zzz", "--db", db])
+    assert res.exit_code == 2 and "no run 'zzz'" in res.output
+
+
+def test_export_names_its_positional_file_in_errors(tmp_path, toy_metrics):
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    runner.invoke(app, ["score", str(gen), "--metrics", "toy_level", "--db", db, "--progress", "none"])
+    res = runner.invoke(app, ["export", str(tmp_path / "o.xlsx"), "--db", db])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "FILE must end in .csv, .parquet or .jsonl (got o.xlsx)" in out
+    assert "--out" not in out
+
+
+def test_metric_arguments_are_checked_before_the_set_is_read(tmp_path, toy_metrics, monkeypatch):
+    """A bad bundle path, a metric listed twice (two bundles of one kind) or a --param for a
+    metric not in the run stop the command before a single file is hashed."""
+    from speechqe.engine import evaluation
+
+    def never(cfg):
+        raise AssertionError("the set was read before the metric arguments were checked")
+
+    monkeypatch.setattr(evaluation, "load_set", never)
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    cases = [
+        (["--metrics", f"mos_ensemble:{tmp_path / 'nowhere'}"], "no MOS bundle at"),
+        (["--metrics", f"utmos_strong:{tmp_path / 'nowhere.pt'}"], "no checkpoint file at"),
+        (["--metrics", "mos_ensemble:a,mos_ensemble:b"],
+         "--metrics lists mos_ensemble 2 times (mos_ensemble:a, mos_ensemble:b)"),
+        (["--metrics", "toy_level,toy_level"], "--metrics lists toy_level 2 times"),
+        (["--metrics", "toy_level", "--param", "toy_rate.x=1"], "--param given for metrics not in this run"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, ["score", str(gen), "--db", db, "--progress", "none", *args])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and message in out, (args, out)
+    res = runner.invoke(app, ["score", str(gen), "--db", db, "--metrics", "mos_ensemble:a,mos_ensemble:b"])
+    assert "score each in its own run" in " ".join(res.output.split())

@@ -239,6 +239,30 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
     return SpeechSet(tuple(items), name=cfg.set_name, source=str(cfg.source))
 
 
+def check_metrics(cfg: EvaluationConfig) -> None:
+    """Check the metric selection before any audio is read: the suite or metric list (a
+    metric listed twice), each metric's parameters and its ``:VALUE`` argument (a bundle or
+    checkpoint path that does not exist), so that a typo stops the command at once instead of
+    after the whole set has been hashed. Creates metrics, loads no model.
+
+    Raises:
+        ConfigError: the first problem found, named.
+    """
+    from speechqe import plugins
+
+    if cfg.metrics:
+        entries = suites.entries_from_list(cfg.metrics)
+    else:
+        entries = suites.load_suite(cfg.suite or "default").entries
+    names = set()
+    for e in entries:
+        name, _ = plugins.parse_metric_ref(e.ref)
+        names.add(name)
+        plugins.create(e.ref, {**dict(e.params), **cfg.params.get(name, {})})
+    if set(cfg.params) - names:
+        raise ConfigError(f"--param given for metrics not in this run: {sorted(set(cfg.params) - names)}")
+
+
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
     if cfg.metrics:
@@ -371,6 +395,7 @@ def evaluate(
     active: runner.ActiveRun | None = None
     try:
         try:
+            check_metrics(cfg)  # cheap: before the set's files are hashed
             sset = speech_set if speech_set is not None else steps.call("discover", load_set, cfg)
             the_plan, suite_name = steps.call("plan", plan, cfg, sset)
             for mname, reason in the_plan.skipped:
@@ -429,6 +454,7 @@ __all__ = [
     "EvaluationResult",
     "Steps",
     "artifact_key",
+    "check_metrics",
     "evaluate",
     "flow_run_name",
     "load_set",
