@@ -349,6 +349,10 @@ def test_compare_command_gates_on_lost_output_and_refuses_empty_comparisons(tmp_
         assert "no system and metric in common" in " ".join(res.output.split())
     res = runner.invoke(app, ["compare", a, c, "--db", str(db), "--threshold", "toy_snrr=1"])
     assert res.exit_code == 2 and "did you mean 'toy_snr'" in res.output
+    # the report is no gate: it is written, and says that nothing could be compared
+    res = runner.invoke(app, ["report", e, "--baseline", a, "--db", str(db), "--out",
+                              str(tmp_path / "e.html")])
+    assert res.exit_code == 0 and "no system and metric in common" in " ".join(res.output.split())
 
 
 def test_report_command_writes_and_prints_the_path(tmp_path, toy_metrics):
