@@ -11,8 +11,8 @@ from typing import Any, List
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand
 from rich.table import Table
+from typer.core import TyperCommand
 
 from speechqe.errors import ConfigError
 

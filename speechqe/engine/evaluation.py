@@ -311,8 +311,7 @@ def write_report(store: Store, run_id: str, cfg: EvaluationConfig) -> dict[str, 
         "markdown": markdown_summary(data, path.resolve().as_uri()),
         "regressions": [
             {"system": c.system, "metric": c.metric, "baseline": c.mean_a, "value": c.mean_b,
-             "change": c.delta, "ci": [c.ci_low, c.ci_high], "reasons": c.reasons,
-             "lost_items": list(c.lost_items)}
+             "change": c.delta, "ci": [c.ci_low, c.ci_high], "reasons": c.reasons}
             for c in regressions
         ],
         "gate_failures": [] if cmp is None else cmp.gate_failures(),
