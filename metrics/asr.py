@@ -185,12 +185,13 @@ class WER(_ASRMetric):
         outputs=(
             OutputSpec(
                 "wer", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
-                aggregation="ratio", ratio=("errors", "ref_words"),
+                aggregation="ratio", ratio=("errors", "ref_words"), regression_threshold=0.005,
                 description="corpus WER: summed word edits (S+D+I) / summed reference words "
                             "(per item: that item's WER)",
             ),
             OutputSpec(
                 "wer_utt_mean", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
+                regression_threshold=0.005,
                 description="mean of per-utterance WER (Seed-TTS-eval convention)",
             ),
         ),
@@ -211,12 +212,13 @@ class CER(_ASRMetric):
         outputs=(
             OutputSpec(
                 "cer", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
-                aggregation="ratio", ratio=("errors", "ref_chars"),
+                aggregation="ratio", ratio=("errors", "ref_chars"), regression_threshold=0.003,
                 description="corpus CER: summed character edits / summed reference characters "
                             "(spaces count; none for languages written without them)",
             ),
             OutputSpec(
                 "cer_utt_mean", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
+                regression_threshold=0.003,
                 description="mean of per-utterance CER (Seed-TTS-eval convention)",
             ),
         ),

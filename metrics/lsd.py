@@ -37,7 +37,7 @@ class Lsd(Metric):
         version="1",
         outputs=(
             OutputSpec("lsd", higher_is_better=False, valid_range=(0.0, None),
-                       unit="log10 power", description="Log-spectral distance (x10 for dB)"),
+                       unit="log10 power", regression_threshold=0.02, description="Log-spectral distance (x10 for dB)"),
         ),
         sample_rate=None,
         needs_reference=True,

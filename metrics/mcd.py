@@ -27,6 +27,7 @@ class Mcd(shared.WorldMetric):
         version="1",
         outputs=(
             OutputSpec("mcd", higher_is_better=False, valid_range=(0.0, None), unit="dB",
+                       regression_threshold=0.1,
                        description="Mel-cepstral distortion, DTW-aligned, c0 excluded"),
         ),
         sample_rate=shared.WORLD_RATE,

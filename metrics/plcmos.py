@@ -41,6 +41,7 @@ class Plcmos(Metric):
         version="1",
         outputs=(
             OutputSpec("plcmos", higher_is_better=True, valid_range=(0.0, None), unit="MOS",
+                       regression_threshold=0.05,
                        description="PLCMOS v2 predicted MOS for packet-loss concealment"),
         ),
         sample_rate=F.SAMPLE_RATE,

@@ -26,7 +26,7 @@ class SiSdr(Metric):
         name="si_sdr",
         version="1",
         outputs=(
-            OutputSpec("si_sdr", higher_is_better=True, unit="dB",
+            OutputSpec("si_sdr", higher_is_better=True, unit="dB", regression_threshold=0.1,
                        description="Scale-invariant SDR, zero-mean"),
         ),
         sample_rate=16000,

@@ -79,6 +79,7 @@ class SpeakerSim(Metric):
         outputs=(
             OutputSpec(
                 "speaker_sim", higher_is_better=True, valid_range=(-1.0, 1.0), unit="cosine",
+                regression_threshold=0.01,
                 description="cosine similarity of the speaker embeddings of the generated "
                             "utterance and its speaker prompt (else its reference)",
             ),

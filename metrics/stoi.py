@@ -34,7 +34,7 @@ class Stoi(Metric):
         name="stoi",
         version="1",
         outputs=(
-            OutputSpec("stoi", higher_is_better=True, valid_range=(-1.0, 1.0),
+            OutputSpec("stoi", higher_is_better=True, valid_range=(-1.0, 1.0), regression_threshold=0.01,
                        description="STOI, mean short-time envelope correlation (mostly 0-1)"),
         ),
         sample_rate=F.STOI_RATE,
@@ -68,7 +68,7 @@ class Estoi(Stoi):
         name="estoi",
         version="1",
         outputs=(
-            OutputSpec("estoi", higher_is_better=True, valid_range=(-1.0, 1.0),
+            OutputSpec("estoi", higher_is_better=True, valid_range=(-1.0, 1.0), regression_threshold=0.01,
                        description="Extended STOI (mostly 0-1)"),
         ),
         sample_rate=F.STOI_RATE,

@@ -37,7 +37,8 @@ def _spec(name: str, description: str, source: str,
     return MetricSpec(
         name=name,
         version="1",
-        outputs=(OutputSpec(name, higher_is_better=True, unit="MOS", description=description),),
+        outputs=(OutputSpec(name, higher_is_better=True, unit="MOS", regression_threshold=0.05,
+                         description=description),),
         sample_rate=16000,
         device="cuda",
         batched=True,
@@ -72,6 +73,8 @@ class _BundleMetric(Metric):
         self._hash: str | None = None
         self.bundle = None
         self.column = ""
+        if self.params.bundle:
+            self._path  # a bad bundle path stops the command before the set is read  # noqa: B018
 
     @property
     def _path(self) -> Path:
@@ -188,6 +191,8 @@ class UTMOSStrong(Metric):
         super().__init__(params, device)
         self.model = None
         self._fp: str | None = None
+        if self.params.checkpoint and not self._path().is_file():
+            raise ConfigError(f"utmos_strong: no checkpoint file at {self._path()}")
 
     def _path(self) -> Path:
         from speechqe import assets

@@ -43,6 +43,12 @@ class OutputSpec:
             field over the sum of the denominator field of each record's ``extra`` (corpus WER
             = summed edits / summed reference words).
         ratio: ``(numerator_field, denominator_field)`` when ``aggregation == 'ratio'``.
+        regression_threshold: the smallest worse change of the aggregate, in :attr:`unit`,
+            that run comparisons flag as a regression by default (``speechqe compare``, the
+            report, the flow's gate; ``--threshold NAME=VALUE`` overrides it). ``None``: a
+            fraction of the baseline (``--relative``, 1% by default). A value suits an
+            absolute scale where a relative one does not: 1% of a 5% WER is a single word on
+            a 2000-word set. Documented per output in ``docs/orchestration.md``.
     """
 
     name: str
@@ -52,10 +58,14 @@ class OutputSpec:
     aggregation: Aggregation = "mean"
     ratio: tuple[str, str] | None = None
     description: str = ""
+    regression_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.aggregation == "ratio" and not self.ratio:
             raise ValueError(f"{self.name}: ratio aggregation needs ratio=(numerator, denominator)")
+        t = self.regression_threshold
+        if t is not None and not (t >= 0 and np.isfinite(t)):
+            raise ValueError(f"{self.name}: regression_threshold must be a finite value >= 0 (got {t})")
 
     def check(self, value: float) -> None:
         """Raise ``ValueError`` if ``value`` is NaN or outside :attr:`valid_range`."""

@@ -399,7 +399,12 @@ class Store:
         return out
 
     def run(self, run_id: str | None = None) -> dict[str, Any]:
-        """A run by id, or the latest run when ``run_id`` is ``None`` or ``'latest'``."""
+        """A run by id or unique id prefix, or the latest run when ``run_id`` is ``None`` or
+        ``'latest'``.
+
+        Raises:
+            ConfigError: no such run, or a prefix that several runs share (they are listed).
+        """
         runs = self.runs()
         if not runs:
             raise ConfigError(f"{self.path} holds no runs")
@@ -411,17 +416,29 @@ class Store:
         matches = [r for r in runs if r["run_id"].startswith(str(run_id))]
         if len(matches) == 1:
             return matches[0]
-        raise ConfigError(f"no run '{run_id}' in {self.path}")
+        if matches:
+            shown = "; ".join(f"{r['run_id']} ({r['name'] or '-'}, {r['status']}, "
+                              f"{str(r['started_at'])[:19]})" for r in matches[-10:])
+            more = f" (the latest 10 of {len(matches)})" if len(matches) > 10 else ""
+            raise ConfigError(f"'{run_id}' matches {len(matches)} runs in {self.path}{more}: "
+                              f"{shown}; give more of the run id")
+        raise ConfigError(f"no run '{run_id}' in {self.path} (see 'speechqe runs')")
 
-    def _results_sql(self) -> str:
-        return """
+    def _results_sql(self, own_only: bool = False) -> str:
+        # A run links all its planned records when it starts; one that stopped early may have
+        # the rest computed later by another run. ``own_only`` keeps what the run itself
+        # computed and what was stored before it started.
+        own = ("""AND (s.run_id = r.run_id
+                 OR s.created_at <= (SELECT started_at FROM runs WHERE runs.run_id = r.run_id))"""
+               if own_only else "")
+        return f"""
             SELECT r.run_id, r.item_id, i.system, s.metric, s.value, s.status, s.error,
                    s.error_type, s.scorer, s.metric_version, s.model_id, i.path, i.sha256, s.extra
             FROM run_scores r
             JOIN items i ON i.run_id = r.run_id AND i.item_id = r.item_id
             JOIN scores s ON s.input_key = r.input_key AND s.scorer = r.scorer
                  AND s.metric_version = r.metric_version AND s.model_id = r.model_id
-            WHERE r.run_id = ?
+            WHERE r.run_id = ? {own}
             ORDER BY i.system, r.item_id, s.metric
         """
 
@@ -436,9 +453,15 @@ class Store:
             [run_id],
         ).fetchone())
 
-    def results(self, run_id: str) -> list[dict[str, Any]]:
-        """Long-format results of a run (one row per item and metric output)."""
-        rows = self.con.execute(self._results_sql(), [run_id]).fetchall()
+    def results(self, run_id: str, *, own_only: bool = False) -> list[dict[str, Any]]:
+        """Long-format results of a run (one row per item and metric output).
+
+        Args:
+            own_only: only the records the run computed itself or found stored when it
+                started; for a run that stopped early (interrupted, killed), whose remaining
+                records a later run may have computed since.
+        """
+        rows = self.con.execute(self._results_sql(own_only), [run_id]).fetchall()
         out = []
         for row in rows:
             d = dict(zip(RESULT_COLUMNS, row))
@@ -479,7 +502,8 @@ class Store:
         fmt = {".csv": "(FORMAT CSV, HEADER)", ".parquet": "(FORMAT PARQUET)",
                ".jsonl": "(FORMAT JSON)", ".ndjson": "(FORMAT JSON)"}.get(path.suffix.lower())
         if fmt is None:
-            raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {path.name})")
+            raise ConfigError(f"an export file must end in .csv, .parquet or .jsonl "
+                              f"(got {path.name})")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         sql = self._results_sql().replace("?", "'" + run_id.replace("'", "''") + "'")

@@ -110,8 +110,29 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def entries_from_list(refs: Iterable[str]) -> tuple[SuiteEntry, ...]:
-    """``--metrics a,b,c:value`` -> entries."""
+    """``--metrics a,b,c:value`` -> entries.
+
+    Raises:
+        ConfigError: no metric, or a metric listed twice. A run stores one record per item
+            and metric output under the output's name, so two bundles of one kind
+            (``mos_ensemble:a,mos_ensemble:b``) cannot share a run: the message says to score
+            them in two runs and compare those.
+    """
     entries = tuple(SuiteEntry(r.strip()) for r in refs if r.strip())
     if not entries:
         raise ConfigError("--metrics lists no metric")
+    by_name: dict[str, list[str]] = {}
+    for e in entries:
+        by_name.setdefault(e.name, []).append(e.ref)
+    twice = {n: refs for n, refs in by_name.items() if len(refs) > 1}
+    if twice:
+        name, refs = next(iter(twice.items()))
+        distinct = len(set(refs)) > 1
+        raise ConfigError(
+            f"--metrics lists {name} {len(refs)} times ({', '.join(refs)}): a run scores each "
+            f"metric once, since its results are stored under the metric's output names"
+            + (f". To compare two {name} models on this set, score each in its own run "
+               f"(e.g. --name {name}-a, --name {name}-b, same --db) and compare the runs with "
+               f"'speechqe compare RUN_A RUN_B' (paired, item by item)" if distinct else "")
+        )
     return entries

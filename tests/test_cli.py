@@ -272,3 +272,127 @@ def test_kaldi_list_with_pipes_from_the_cli(tmp_path, toy_metrics, monkeypatch):
     ok = _score(tmp_path, scp, "--metrics", "toy_level", "--allow-pipes")
     assert ok.exit_code == 0, ok.output
     assert "data: 1 items" in ok.output
+
+
+def test_runs_and_summary_show_what_a_run_was_asked_to_do(tmp_path, toy_metrics):
+    """The stored parameters (suite or metrics, --param values, source) appear in `runs`
+    (compact) and `summary`; a run at the defaults says so."""
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    res = runner.invoke(app, ["score", str(gen), "--metrics", "toy_level", "--param",
+                              "toy_level.delay_s=0.001", "--db", db, "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["score", str(gen), "--metrics", "toy_level,toy_rate", "--db", db,
+                              "--text", str(tmp_path / "t.tsv"), "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    runs = runner.invoke(app, ["runs", "--db", db])
+    lines = [ln for ln in runs.output.splitlines() if "finished" in ln]
+    assert len(lines) == 2 and "toy_level.delay_s=0.001" in lines[0] and "delay_s" not in lines[1]
+    assert "metrics toy_level" in lines[0] and "metrics toy_level, toy_rate" in lines[1]
+    from speechqe.store import Store
+
+    with Store(db, read_only=True) as st:
+        first, second = (r["run_id"] for r in st.runs())
+    out = " ".join(runner.invoke(app, ["summary", first[:-1], "--db", db]).output.split())
+    assert f"run {first} (gen): finished" in out and f"source {gen}" in out
+    assert "metrics toy_level; metric parameters: toy_level.delay_s=0.001" in out
+    out = " ".join(runner.invoke(app, ["summary", second, "--db", db]).output.split())
+    assert "metric parameters: defaults" in out and f"transcripts {tmp_path / 't.tsv'}" in out
+
+
+def test_summary_of_an_interrupted_run_says_so_and_shows_only_its_own_records(tmp_path, toy_metrics):
+    """Ctrl-C during `score` records the run as interrupted; its summary says so, and after a
+    later run completed the set it still shows what the interrupted run stored, not the
+    records the later run computed for the same items."""
+    for k in range(48):
+        write_tone(tmp_path / "gen" / f"u{k:02d}.wav", seconds=0.1, seed=k)
+    db = tmp_path / "s.duckdb"
+    cmd = [sys.executable, "-m", "speechqe.cli.main", "score", str(tmp_path / "gen"), "--metrics",
+           "toy_level", "--param", "toy_level.delay_s=0.03", "--chunk-size", "4", "--progress",
+           "plain", "--db", str(db)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ), cwd=REPO)
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if line.startswith("scored ") and int(line.split()[1].split("/")[0]) >= 8:
+            break
+        assert time.monotonic() < deadline, "run made no progress"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    from speechqe.store import Store
+
+    with Store(db, read_only=True) as st:
+        (stopped,) = st.runs()
+        n_own = len({r["item_id"] for r in st.results(stopped["run_id"])})
+    assert stopped["status"] == "interrupted" and 8 <= n_own < 48
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr
+    res = runner.invoke(app, ["summary", stopped["run_id"], "--db", str(db)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and f"run {stopped['run_id']} (gen): interrupted" in out
+    assert "rerun the same command to resume" in out
+    assert f"({n_own} of 48 items have records)" in out and f"{2 * n_own} records" in out
+    with Store(db, read_only=True) as st:  # the links alone would show the later run's records
+        assert len(st.results(stopped["run_id"])) == 96
+        assert len(st.results(stopped["run_id"], own_only=True)) == 2 * n_own
+
+
+def test_an_ambiguous_run_prefix_lists_the_matching_runs(tmp_path, toy_metrics):
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    for _ in range(2):
+        res = runner.invoke(app, ["score", str(gen), "--metrics", "toy_level", "--db", db,
+                                  "--progress", "none"])
+        assert res.exit_code == 0, res.output
+    from speechqe.store import Store
+
+    with Store(db, read_only=True) as st:
+        ids = [r["run_id"] for r in st.runs()]
+    prefix = os.path.commonprefix(ids)
+    assert prefix  # both ids start with the date
+    for cmd in (["summary", prefix], ["export", str(tmp_path / "x.csv"), "--run", prefix],
+                ["compare", prefix, ids[0]]):
+        res = runner.invoke(app, [*cmd, "--db", db])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"'{prefix}' matches 2 runs" in out, (cmd, out)
+        assert all(i in out for i in ids) and "no run" not in out
+    res = runner.invoke(app, ["summary", "zzz", "--db", db])
+    assert res.exit_code == 2 and "no run 'zzz'" in res.output
+
+
+def test_export_names_its_positional_file_in_errors(tmp_path, toy_metrics):
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    runner.invoke(app, ["score", str(gen), "--metrics", "toy_level", "--db", db, "--progress", "none"])
+    res = runner.invoke(app, ["export", str(tmp_path / "o.xlsx"), "--db", db])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "FILE must end in .csv, .parquet or .jsonl (got o.xlsx)" in out
+    assert "--out" not in out
+
+
+def test_metric_arguments_are_checked_before_the_set_is_read(tmp_path, toy_metrics, monkeypatch):
+    """A bad bundle path, a metric listed twice (two bundles of one kind) or a --param for a
+    metric not in the run stop the command before a single file is hashed."""
+    from speechqe.engine import evaluation
+
+    def never(cfg):
+        raise AssertionError("the set was read before the metric arguments were checked")
+
+    monkeypatch.setattr(evaluation, "load_set", never)
+    gen = _set(tmp_path, n=2)
+    db = str(tmp_path / "s.duckdb")
+    cases = [
+        (["--metrics", f"mos_ensemble:{tmp_path / 'nowhere'}"], "no MOS bundle at"),
+        (["--metrics", f"utmos_strong:{tmp_path / 'nowhere.pt'}"], "no checkpoint file at"),
+        (["--metrics", "mos_ensemble:a,mos_ensemble:b"],
+         "--metrics lists mos_ensemble 2 times (mos_ensemble:a, mos_ensemble:b)"),
+        (["--metrics", "toy_level,toy_level"], "--metrics lists toy_level 2 times"),
+        (["--metrics", "toy_level", "--param", "toy_rate.x=1"], "--param given for metrics not in this run"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, ["score", str(gen), "--db", db, "--progress", "none", *args])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and message in out, (args, out)
+    res = runner.invoke(app, ["score", str(gen), "--db", db, "--metrics", "mos_ensemble:a,mos_ensemble:b"])
+    assert "score each in its own run" in " ".join(res.output.split())

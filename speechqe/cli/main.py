@@ -23,6 +23,7 @@ from .common import (
     err_console,
     fail,
     parse_params,
+    plain_help_when_narrow,
     print_summary,
     progress_reporter,
 )
@@ -55,12 +56,12 @@ def score(
     path: Path = typer.Argument(..., help=_SOURCE_HELP),
     ref: Optional[Path] = typer.Option(None, "--ref", help=_REF_HELP),
     text: Optional[Path] = typer.Option(None, "--text", help=_TEXT_HELP),
-    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (see 'speechqe suites') or a .yaml path. Default: 'default'."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics, e.g. pesq,stoi or mos_ensemble:BUNDLE (overrides --suite)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (see 'speechqe suites') or a .yaml path; default: 'default' when --metrics is not given."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics instead of a suite (not both), e.g. pesq,stoi or mos_ensemble:BUNDLE; each metric once (score a second bundle in another run and 'speechqe compare' the runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results to FILE.csv, .parquet or .jsonl (see --layout)."),
     db: Optional[Path] = typer.Option(None, "--db", help=f"Results store (DuckDB). Default: {DEFAULT_OUT_DIR}/speechqe.duckdb."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring in parallel."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU when torch sees one)."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     asset: Optional[List[str]] = typer.Option(None, "--asset", help="Use a local copy of a pretrained asset: NAME=PATH (repeatable)."),
     system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder or a list without systems (default: the folder's name)."),
@@ -158,35 +159,94 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
 def list_metrics(
     as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON."),
 ) -> None:
-    """List every metric with its contract."""
+    """List every metric with its contract: outputs (direction, valid range, aggregation,
+    default regression threshold), input rate and needs, the device it would use here, its
+    adapter and core. A narrow terminal gets one block per metric instead of the table."""
     import dataclasses
 
     from speechqe import plugins
 
     metrics = plugins.available()
+    here = _device_here(metrics)
     if as_json:
-        out = {n: {**dataclasses.asdict(c.spec), "adapter": c.__module__,
-                   "registered_by": plugins.origin(n)} for n, c in metrics.items()}
+        out = {n: {**dataclasses.asdict(c.spec), "device_here": here(c.spec.device),
+                   "adapter": c.__module__, "registered_by": plugins.origin(n)}
+               for n, c in metrics.items()}
         console.print_json(json.dumps(out, default=str))
         _report_broken_plugins(plugins.broken())
         return
     table = Table(title="metrics")
-    for col in ("metric", "outputs", "rate", "needs", "direction", "range", "aggregation",
-                "device", "batched", "version", "extra", "adapter", "core"):
-        table.add_column(col)
+    for col in ("metric", "outputs", "rate", "needs", "dir.", "range", "aggr.", "threshold",
+                "device", "batch", "ver.", "extra", "adapter\ncore"):
+        table.add_column(col, overflow="fold")
     for n, cls in metrics.items():
         s = cls.spec
-        needs = ", ".join(x for x, f in (("reference", s.needs_reference), ("text", s.needs_text)) if f) or "-"
-        dirs = ", ".join("↑" if o.higher_is_better else ("↓" if o.higher_is_better is False else "·") for o in s.outputs)
-        ranges = ", ".join(f"[{_b(o.valid_range[0])}, {_b(o.valid_range[1], upper=True)}]" for o in s.outputs)
-        aggs = ", ".join(o.aggregation for o in s.outputs)
-        table.add_row(
-            n, ", ".join(s.output_names), f"{s.sample_rate or 'native'}", needs, dirs, ranges,
-            aggs, s.device, "yes" if s.batched else "no", s.version, s.extra or "-",
-            cls.__module__, s.core or "-",
+        table.add_row(  # one line per output in the output columns
+            n, "\n".join(s.output_names), _rate(s), _needs(s),
+            "\n".join(_direction(o) for o in s.outputs), "\n".join(_range(o) for o in s.outputs),
+            "\n".join(o.aggregation for o in s.outputs),
+            "\n".join(_threshold(o) for o in s.outputs), here(s.device),
+            "yes" if s.batched else "no", s.version, s.extra or "-",
+            f"{cls.__module__}\n{s.core or '-'}",
         )
-    console.print(table)
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:  # too narrow for the table: rich would cut names ("met…"); one block per metric
+        for n, cls in metrics.items():
+            s = cls.spec
+            console.print(
+                f"[bold]{n}[/] v{s.version}: {_rate(s)}, needs {_needs(s)}, device "
+                f"{here(s.device)}, {'batched' if s.batched else 'one item at a time'}"
+                + (f", extra '{s.extra}'" if s.extra else ""), highlight=False)
+            for o in s.outputs:
+                console.print(f"  {o.name} {_direction(o)} {_range(o)} {o.aggregation}"
+                              + (f" {o.unit}" if o.unit else "")
+                              + f"; regression threshold {_threshold(o)}", highlight=False)
+            console.print(f"  adapter {cls.__module__}; core {s.core or '-'}", highlight=False,
+                          style="dim")
     _report_broken_plugins(plugins.broken())
+
+
+def _device_here(metrics):
+    """``spec.device`` -> what ``--device auto`` would use on this machine: ``cuda``, or
+    ``cpu (cuda-capable)`` for a GPU metric where torch sees no GPU (torch is asked once)."""
+    gpu = None
+
+    def here(device: str) -> str:
+        nonlocal gpu
+        if device != "cuda":
+            return device
+        if gpu is None:
+            from speechqe.devices import resolve_device
+
+            try:
+                gpu = resolve_device("auto") != "cpu"
+            except ImportError:  # no torch: no GPU either
+                gpu = False
+        return "cuda" if gpu else "cpu (cuda-capable)"
+
+    return here
+
+
+def _rate(s) -> str:
+    return f"{s.sample_rate} Hz" if s.sample_rate else "native rate"
+
+
+def _needs(s) -> str:
+    return ", ".join(x for x, f in (("reference", s.needs_reference), ("text", s.needs_text)) if f) or "-"
+
+
+def _direction(o) -> str:
+    return "↑" if o.higher_is_better else ("↓" if o.higher_is_better is False else "·")
+
+
+def _range(o) -> str:
+    return f"[{_b(o.valid_range[0])}, {_b(o.valid_range[1], upper=True)}]"
+
+
+def _threshold(o) -> str:
+    return f"{o.regression_threshold:g}" if o.regression_threshold is not None else "relative"
 
 
 def _report_broken_plugins(broken) -> None:
@@ -238,8 +298,10 @@ def build_manifest(
 
 
 @app.command("runs")
-def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db")) -> None:
-    """List the runs in a results store."""
+def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB).")) -> None:
+    """List the runs in a results store, oldest first, with what each scored and the metric
+    parameters it was given."""
+    from speechqe.engine.history import describe_metric_parameters, describe_selection
     from speechqe.store import Store
 
     try:
@@ -248,13 +310,15 @@ def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db
     except SpeechQEError as exc:
         fail(exc)
     table = Table(title=str(db))
-    for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused", "suite"):
-        table.add_column(col)
+    for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused",
+                "suite / metrics", "params"):
+        table.add_column(col, overflow="fold")
     for r in runs:
+        params = describe_metric_parameters(r)
         table.add_row(
             r["run_id"], r["name"] or "", r["status"], str(r["started_at"])[:19],
             str(r["n_items"]), str(r["n_records"]), str(r["n_errors"]), str(r["n_reused"]),
-            r["suite"] or "-",
+            describe_selection(r), "-" if params == "defaults" else params,
         )
     console.print(table)
 
@@ -262,31 +326,72 @@ def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db
 @app.command("summary")
 def summary(
     run: str = typer.Argument("latest", help="Run id (or a unique prefix), or 'latest'."),
-    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
+    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB)."),
 ) -> None:
-    """Print the system-by-metric summary of a stored run."""
+    """Print a stored run: what it was asked to do (source, suite or metrics, parameters), its
+    status, and the system-by-metric summary of its results."""
     from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             r = store.run(run)
-            records = store.results(r["run_id"])
+            # A run that stopped early shows what it stored itself, not records a later run
+            # computed for the same items.
+            records = store.results(r["run_id"], own_only=r["status"] != "finished")
     except SpeechQEError as exc:
         fail(exc)
+    _print_run_header(r, records)
     print_summary(records, r["run_id"], db, reused=r["n_reused"] or 0)
+
+
+def _print_run_header(r: dict, records: list[dict]) -> None:
+    from speechqe.engine.history import (
+        describe_metric_parameters,
+        describe_selection,
+        run_parameters,
+        status_note,
+    )
+
+    p = run_parameters(r)
+    started = str(r["started_at"])[:19] if r.get("started_at") else "?"
+    finished = str(r["finished_at"])[:19] if r.get("finished_at") else "not finished"
+    console.print(f"[bold]run {r['run_id']}[/] ({r.get('name') or '-'}): {r['status']}; "
+                  f"started {started} UTC, {'finished ' + finished + ' UTC' if r.get('finished_at') else finished}",
+                  highlight=False, soft_wrap=True)
+    note = status_note(r)
+    if note:
+        items_done = len({x["item_id"] for x in records})
+        colour = "red" if r["status"] == "failed" else "yellow"
+        console.print(f"[bold {colour}]{note}[/] ({items_done} of {r['n_items']} items have records)",
+                      highlight=False, soft_wrap=True)
+    source = p.get("source") or r.get("source") or "-"
+    extras = [f"references {p['references']}" if p.get("references") else "",
+              f"transcripts {p['transcripts']}" if p.get("transcripts") else ""]
+    console.print(f"  source {source}" + "".join(f"; {x}" for x in extras if x),
+                  highlight=False, soft_wrap=True)
+    console.print(f"  {describe_selection(r)}; metric parameters: {describe_metric_parameters(r)}",
+                  highlight=False, soft_wrap=True)
+    how = [f"device {p['device']}" if p.get("device") else "",
+           f"chunk size {p['chunk_size']}" if p.get("chunk_size") else "",
+           "retrying stored errors" if p.get("retry_errors") else ""]
+    if any(how):
+        console.print("  " + ", ".join(x for x in how if x), highlight=False, soft_wrap=True)
 
 
 @app.command("export")
 def export(
-    out: Path = typer.Argument(..., help="FILE.csv, .parquet or .jsonl"),
-    run: str = typer.Option("latest", "--run"),
-    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
+    out: Path = typer.Argument(..., metavar="FILE", help="Where to write: FILE.csv, .parquet or .jsonl (the format follows the extension)."),
+    run: str = typer.Option("latest", "--run", help="Run id (or a unique prefix), or 'latest'."),
+    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB)."),
     layout: str = typer.Option("long", "--layout", help="long (a row per item and output) or wide (.jsonl: a line per item, a key per output)."),
 ) -> None:
-    """Export a stored run's results."""
+    """Export a stored run's results: long format (one row per item and metric output), or
+    wide JSONL with --layout wide."""
     from speechqe.store import Store
 
     try:
+        if out.suffix.lower() not in (".csv", ".parquet", ".jsonl", ".ndjson"):
+            raise ConfigError(f"FILE must end in .csv, .parquet or .jsonl (got {out.name})")
         with Store(db, read_only=True) as store:
             r = store.run(run)
             store.export(r["run_id"], out, layout=layout)
@@ -318,6 +423,8 @@ from .vocoders import resynth as _resynth, units_app as _units_app  # noqa: E402
 
 app.add_typer(_units_app, name="units")
 app.command("resynth")(_resynth)
+
+plain_help_when_narrow(app)  # after every command is registered
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ def evaluate(
     component: str = typer.Option("ensemble", "--component", help="Bundle column to evaluate (default: the ensemble; 'all' for every column)."),
     system_mos: Optional[Path] = typer.Option(None, "--system-mos", help="True system MOS (CSV system,mean; BVCC mydata_system.csv)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals (0: none)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
 ) -> None:
     """MSE, LCC, SRCC and KTAU at utterance and system level (VoiceMOS/SHEET definitions),

@@ -189,19 +189,19 @@ class EvaluationConfig(StrictModel):
         *,
         regression_relative: float = 0.01,
         regression_thresholds: Mapping[str, float] | None = None,
+        regression_allow_missing: bool = False,
         **kw: Any,
     ) -> "EvaluationConfig":
-        """From flow or command-line parameters (paths, lists, mappings, the two regression
-        settings).
+        """From flow or command-line parameters (paths, lists, mappings, the three regression
+        settings; threshold names are checked against the registered metric outputs).
 
         Raises:
             ConfigError: a bad or unknown parameter, named.
         """
         kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-        kw["policy"] = RegressionPolicy(
-            relative=float(regression_relative),
-            absolute=tuple(sorted((str(k), float(v))
-                                  for k, v in (regression_thresholds or {}).items())),
+        kw["policy"] = RegressionPolicy.parse(
+            relative=regression_relative, thresholds=dict(regression_thresholds or {}),
+            allow_missing=regression_allow_missing,
         )
         kw["params"] = {str(m): dict(p) for m, p in (kw.get("params") or {}).items()}
         return validate(cls, kw, "evaluation")
@@ -289,6 +289,30 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
     return SpeechSet(tuple(items), name=cfg.set_name, source=str(cfg.source))
 
 
+def check_metrics(cfg: EvaluationConfig) -> None:
+    """Check the metric selection before any audio is read: the suite or metric list (a
+    metric listed twice), each metric's parameters and its ``:VALUE`` argument (a bundle or
+    checkpoint path that does not exist), so that a typo stops the command at once instead of
+    after the whole set has been hashed. Creates metrics, loads no model.
+
+    Raises:
+        ConfigError: the first problem found, named.
+    """
+    from speechqe import plugins
+
+    if cfg.metrics:
+        entries = suites.entries_from_list(cfg.metrics)
+    else:
+        entries = suites.load_suite(cfg.suite or "default").entries
+    names = set()
+    for e in entries:
+        name, _ = plugins.parse_metric_ref(e.ref)
+        names.add(name)
+        plugins.create(e.ref, {**dict(e.params), **cfg.params.get(name, {})})
+    if set(cfg.params) - names:
+        raise ConfigError(f"--param given for metrics not in this run: {sorted(set(cfg.params) - names)}")
+
+
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
     unmapped: list[tuple[str, str]] = []
@@ -329,21 +353,25 @@ def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> 
 
 def write_report(store: Store, run_id: str, cfg: EvaluationConfig) -> dict[str, Any]:
     """Write the run's HTML report (with its comparison against the baseline); returns its
-    path, a markdown summary, the regressions and the baseline's run id."""
+    path, a markdown summary, the regressions (with their reasons: a significant drop, lost
+    output), the regression gate's failures (the regressions, or a comparison with nothing in
+    common; empty without a baseline) and the baseline's run id."""
     from .report import write_report as _write
     from .report.render import markdown_summary
 
     path, data = _write(store, run_id, cfg.report_path(run_id), baseline=cfg.baseline,
                         policy=cfg.policy)
-    regressions = [] if data.comparison is None else data.comparison.regressions
+    cmp = data.comparison
+    regressions = [] if cmp is None else cmp.regressions
     return {
         "path": str(path),
         "markdown": markdown_summary(data, path.resolve().as_uri()),
         "regressions": [
             {"system": c.system, "metric": c.metric, "baseline": c.mean_a, "value": c.mean_b,
-             "change": c.delta, "ci": [c.ci_low, c.ci_high]}
+             "change": c.delta, "ci": [c.ci_low, c.ci_high], "reasons": c.reasons}
             for c in regressions
         ],
+        "gate_failures": [] if cmp is None else cmp.gate_failures(),
         "baseline": None if data.baseline is None else data.baseline["run_id"],
     }
 
@@ -387,6 +415,7 @@ class EvaluationResult:
     report: str | None = None
     report_markdown: str | None = None
     regressions: list[dict[str, Any]] = field(default_factory=list)
+    gate_failures: list[str] = field(default_factory=list)
     baseline: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -422,6 +451,7 @@ def evaluate(
     active: runner.ActiveRun | None = None
     try:
         try:
+            check_metrics(cfg)  # cheap: before the set's files are hashed
             sset = speech_set if speech_set is not None else steps.call("discover", load_set, cfg)
             the_plan, suite_name = steps.call("plan", plan, cfg, sset)
             for mname, reason in the_plan.skipped:
@@ -465,10 +495,10 @@ def evaluate(
             rep = steps.call("report", write_report, st, r.run_id, cfg)
             out.report, out.report_markdown = rep["path"], rep["markdown"]
             out.regressions, out.baseline = rep["regressions"], rep["baseline"]
+            out.gate_failures = rep["gate_failures"]
             steps.message("info", f"report: {rep['path']}")
-            for g in rep["regressions"]:
-                steps.message("warning", f"regression against {rep['baseline']}: {g['system']} / "
-                                         f"{g['metric']} {g['baseline']:.4g} -> {g['value']:.4g}")
+            for reason in rep["gate_failures"]:
+                steps.message("warning", f"regression gate against {rep['baseline']}: {reason}")
         return out
     finally:
         st.close()
@@ -480,6 +510,7 @@ __all__ = [
     "EvaluationResult",
     "Steps",
     "artifact_key",
+    "check_metrics",
     "evaluate",
     "flow_run_name",
     "load_set",

@@ -13,7 +13,7 @@ def _write(tmp_path, text):
     return p
 
 
-def test_watch_file_gives_scheduled_deployments(tmp_path):
+def test_watch_file_gives_scheduled_deployments(tmp_path, toy_metrics):
     from speechqe.flows import deployments as dep
 
     (tmp_path / "ref").mkdir()

@@ -212,3 +212,30 @@ def test_evaluate_reads_the_same_inputs_as_score(tmp_path, prefect_api, toy_metr
         run = st.run("latest")
         metrics = {r["metric"] for r in st.results(run["run_id"])}
     assert run["suite"] == "versa:score.yaml" and metrics == {"si_sdr"}
+
+
+def test_the_flow_gate_fails_on_lost_output_and_on_nothing_in_common(tmp_path, prefect_api,
+                                                                      toy_metrics):
+    """``fail_on_regression`` uses the same comparison as ``speechqe compare``: a system gone
+    from the set fails the flow run (unless lost output is allowed), and a baseline with no
+    system and metric in common fails it too (it used to pass as '0 regressions')."""
+    import shutil
+
+    from speechqe.flows.evaluate import evaluate_speech_set
+
+    s = make_set(tmp_path, n=3)
+    kw = dict(metrics=["toy_level", "toy_snr"], references=str(s["ref"]),
+              store=str(tmp_path / "g.duckdb"), name="nightly", fail_on_regression=True)
+    first = evaluate_speech_set(source=str(s["gen"]), **kw)
+    assert first["gate_failures"] == [] and first["baseline"] is None
+    shutil.rmtree(s["gen"] / "sys_b")
+    state = evaluate_speech_set(source=str(s["gen"]), **kw, return_state=True)
+    assert state.is_failed(), state.message
+    assert "sys_b / toy_snr: missing in B (3 items in A)" in state.message
+    relaxed = evaluate_speech_set(source=str(s["gen"]), **kw, baseline=first["run_id"],
+                                  regression_allow_missing=True)
+    assert relaxed["gate_failures"] == [] and relaxed["regressions"] == []
+    shutil.copytree(s["gen"] / "sys_a", tmp_path / "other" / "zzz")
+    state = evaluate_speech_set(source=str(tmp_path / "other"), **kw, baseline=first["run_id"],
+                                regression_allow_missing=True, return_state=True)
+    assert state.is_failed() and "no system and metric in common" in state.message
