@@ -370,3 +370,29 @@ def test_report_command_writes_and_prints_the_path(tmp_path, toy_metrics):
     assert "No earlier finished run" in default.read_text()
     res = runner.invoke(app, ["report", "--db", str(tmp_path / "none.duckdb")])
     assert res.exit_code == 2 and "no results store" in res.output
+
+
+def test_report_and_dashboard_show_lost_output_and_empty_comparisons(tmp_path, toy_metrics):
+    """The report's comparison shows what the run lost against its baseline (and flags it),
+    and says so when nothing could be compared, instead of 'no regression'."""
+    import shutil
+
+    from speechqe.engine.report import write_report
+    from speechqe.engine.report.server import Dashboard
+    from speechqe.store import Store
+
+    db, (a, _) = make_two_runs(tmp_path, toy_metrics)
+    shutil.copytree(tmp_path / "a" / "sys_a", tmp_path / "c" / "sys_a")  # sys_b is gone
+    c = _score(tmp_path, tmp_path / "c", db)
+    shutil.copytree(tmp_path / "a" / "sys_a", tmp_path / "e" / "other")
+    e = _score(tmp_path, tmp_path / "e", db, metrics="toy_level")
+    with Store(db) as st:
+        path, _ = write_report(st, c, tmp_path / "c.html", baseline=a)
+        html = " ".join(path.read_text().split())
+        assert "lost in this run" in html and "missing in B (8 items in A)" in html
+        assert "lost output in" in html and "no regression" not in html
+        path, _ = write_report(st, e, tmp_path / "e.html", baseline=a)
+        html = " ".join(path.read_text().split())
+        assert "nothing compared" in html and "no system and metric in common" in html
+    page = " ".join(Dashboard(db).compare_page(a, e).split())
+    assert "nothing compared" in page and "no system and metric in common" in page

@@ -512,10 +512,15 @@ def run_meta_view(data: ReportData) -> RunMeta:
     dur = "-"
     if isinstance(r.get("started_at"), datetime) and isinstance(r.get("finished_at"), datetime):
         dur = f"{(r['finished_at'] - r['started_at']).total_seconds():.1f} s"
+    from speechqe.engine.history import describe_metric_parameters, describe_selection, status_note
+
+    note = status_note(r)
     facts = [
-        ("run", r["run_id"]), ("name", r.get("name")), ("status", r.get("status")),
+        ("run", r["run_id"]), ("name", r.get("name")),
+        ("status", f"{r.get('status')}: {note}" if note else r.get("status")),
         ("started (UTC)", _ts(r.get("started_at"))), ("finished (UTC)", _ts(r.get("finished_at"))),
         ("duration", dur), ("source", r.get("source")), ("suite", r.get("suite") or "-"),
+        ("scored", describe_selection(r)), ("metric parameters", describe_metric_parameters(r)),
         ("items", r.get("n_items")), ("records", r.get("n_records")), ("errors", r.get("n_errors")),
         ("items reused", r.get("n_reused")), ("code version", r.get("code_version")),
         ("host", r.get("host")), ("Prefect flow run", r.get("flow_run_id") or "-"),
