@@ -72,6 +72,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
     from speechqe.store import Store
+    from speechqe.plugins import PARAM_LABEL
 
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
         raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {out.name})")
@@ -87,6 +88,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         source=str(path), references=ref, transcripts=text, suite=suite, metrics=metrics,
         store=str(db_path), name=name, system=system, device=device, chunk_size=chunk_size,
         retry_errors=retry_errors, params=parse_params(param), report=False, baseline=None,
+        param_label=PARAM_LABEL,
     )
     resolve_device(device)  # a GPU that is not there stops the command before any hashing
     steps = Steps(workers)
@@ -118,17 +120,20 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
 # ------------------------------------------------------------------------------------------
 @app.command("metrics")
 def list_metrics(
-    as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON, with each metric's parameters and their defaults."),
 ) -> None:
     """List every metric with its contract."""
     import dataclasses
 
     from speechqe import plugins
+    from speechqe.config import plain
+    from speechqe.metric import build_params
 
     metrics = plugins.available()
     if as_json:
         out = {n: {**dataclasses.asdict(c.spec), "adapter": c.__module__,
-                   "registered_by": plugins.origin(n)} for n, c in metrics.items()}
+                   "registered_by": plugins.origin(n),
+                   "params": plain(build_params(c, {}))} for n, c in metrics.items()}
         console.print_json(json.dumps(out, default=str))
         _report_broken_plugins(plugins.broken())
         return

@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from speechqe import manifest, suites
+from speechqe import manifest, plugins, suites
 from speechqe.config import StrictModel, validate
 from speechqe.devices import is_device_name
 from speechqe.errors import ConfigError
@@ -71,7 +71,9 @@ class EvaluationConfig(StrictModel):
         gpu_slots: size of the Prefect concurrency limit on GPU scoring tasks (``None``: keep
             the server's, or 1 when the limit does not exist yet).
         max_in_flight: scoring tasks submitted at a time (memory bound on the orchestrator).
-        params: metric parameter overrides ``{metric: {name: value}}``.
+        params: metric parameter overrides ``{metric: {name: value}}`` (``--param``), checked
+            against each metric's declared types together with the suite's own parameters
+            and kept in canonical form (``'0'`` -> ``False``): the form stored with the run.
     """
 
     source: str
@@ -138,6 +140,18 @@ class EvaluationConfig(StrictModel):
             raise ValueError(f"the store must be a .duckdb file (got {v})")
         return v
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        data = info.data
+        if "suite" not in data or "metrics" not in data or (data["suite"] and data["metrics"]):
+            return v  # those errors are reported on their own
+        entries, origin, _ = metric_entries(data["suite"], data["metrics"])
+        label = (info.context or {}).get("param_label", "params.{metric}.{name}")
+        resolved = plugins.resolve_params(entries, v, origin=origin, label=label)
+        names = [e.name for e in entries]
+        return {m: {k: resolved[names.index(m)][k] for k in p} for m, p in v.items()}
+
     @model_validator(mode="after")
     def _suite_xor_metrics(self) -> "EvaluationConfig":
         if self.suite and self.metrics:
@@ -150,13 +164,23 @@ class EvaluationConfig(StrictModel):
         *,
         regression_relative: float = 0.01,
         regression_thresholds: Mapping[str, float] | None = None,
+        param_label: str = "params.{metric}.{name}",
+        origin: str = "evaluation",
         **kw: Any,
     ) -> "EvaluationConfig":
         """From flow or command-line parameters (paths, lists, mappings, the two regression
         settings).
 
+        Args:
+            param_label: how a metric parameter override is named in errors (the command
+                line passes ``plugins.PARAM_LABEL``, ``--param {metric}.{name}``).
+            origin: where the parameters came from, named in errors (a watch file names its
+                watch itself).
+
         Raises:
-            ConfigError: a bad or unknown parameter, named.
+            ConfigError: a bad or unknown parameter, named; an unknown suite or metric; a
+                metric parameter that its metric does not declare, or whose value does not fit
+                its type (before any audio file is read).
         """
         kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
         kw["policy"] = RegressionPolicy(
@@ -165,7 +189,7 @@ class EvaluationConfig(StrictModel):
                                   for k, v in (regression_thresholds or {}).items())),
         )
         kw["params"] = {str(m): dict(p) for m, p in (kw.get("params") or {}).items()}
-        return validate(cls, kw, "evaluation")
+        return validate(cls, kw, origin, context={"param_label": param_label})
 
     @property
     def is_glob(self) -> bool:
@@ -239,15 +263,21 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
     return SpeechSet(tuple(items), name=cfg.set_name, source=str(cfg.source))
 
 
+def metric_entries(suite: str | None, metrics: Sequence[str]) -> tuple[tuple[suites.SuiteEntry, ...], str, str | None]:
+    """The entries of an evaluation, where they came from (a suite file, or ``--metrics``) and
+    the suite name (``None`` for explicit metrics)."""
+    if metrics:
+        return suites.entries_from_list(metrics), "--metrics", None
+    s = suites.load_suite(suite or "default")
+    return s.entries, s.path, s.name
+
+
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
-    if cfg.metrics:
-        entries, suite_name, explicit = suites.entries_from_list(cfg.metrics), None, True
-    else:
-        s = suites.load_suite(cfg.suite or "default")
-        entries, suite_name, explicit = s.entries, s.name, False
+    entries, _, suite_name = metric_entries(cfg.suite, cfg.metrics)
     overrides = {m: dict(p) for m, p in cfg.params.items()}
-    return runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides), suite_name
+    plan = runner.plan_metrics(entries, sset, explicit=bool(cfg.metrics), overrides=overrides)
+    return plan, suite_name
 
 
 def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> dict[str, Any] | None:
