@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import world as shared
 from speechqe.metric import ItemScore, MetricSpec, OutputSpec, ScoringInput
 from .functional import mcd as F
 
 
-@dataclass(frozen=True)
 class McdParams(shared.AlignedWorldParams):
     """The shared WORLD analysis and alignment settings plus ``include_c0`` (the energy
     coefficient, excluded by default)."""

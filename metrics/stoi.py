@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from speechqe.config import StrictModel
 from speechqe.metric import (
     ItemScore,
     Metric,
@@ -13,16 +12,15 @@ from speechqe.metric import (
     params_id,
 )
 from .functional import stoi as F
-from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
+from .functional.align import MAX_LENGTH_DIFF_S, MaxLengthDiff, match_lengths
 from .pesq import lib_version
 
 
-@dataclass(frozen=True)
-class LengthParams:
+class LengthParams(StrictModel):
     """``max_length_diff_s``: largest reference/signal length difference (seconds) trimmed
     from the end; a larger one is a ``length_mismatch`` error."""
 
-    max_length_diff_s: float = MAX_LENGTH_DIFF_S
+    max_length_diff_s: MaxLengthDiff = MAX_LENGTH_DIFF_S
 
 
 class Stoi(Metric):

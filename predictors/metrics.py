@@ -15,12 +15,12 @@ padded, length-bucketed batches whose scores equal batch size 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
 import numpy as np
 
+from speechqe.config import StrictModel
 from speechqe.errors import ConfigError, MetricComputationError
 from speechqe.metric import (
     ItemScore,
@@ -52,8 +52,7 @@ def _spec(name: str, description: str, source: str,
     )
 
 
-@dataclass(frozen=True)
-class BundleParams:
+class BundleParams(StrictModel):
     """``bundle``: the bundle folder (``--metrics mos_ensemble:PATH``); ``component``: which
     part (see the module docstring); ``domain``: the listening-test domain the strong learner
     conditions on (default: its first training domain)."""
@@ -172,8 +171,7 @@ class MOSWeak(_BundleMetric):
                  "Saeki et al., UTMOS weak learners, Interspeech 2022")
 
 
-@dataclass(frozen=True)
-class UTMOSParams:
+class UTMOSParams(StrictModel):
     """``checkpoint``: a file in the SpeechMOS UTMOS22-strong layout (default: the
     ``utmos22-strong`` asset)."""
 

@@ -7,7 +7,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
 import typer
 from rich.console import Console
@@ -96,17 +96,30 @@ def apply_asset_overrides(assets: List[str] | None) -> None:
         asset_registry.set_override(name.strip(), path.strip())
 
 
-def parse_params(values: List[str] | None) -> dict[str, dict[str, Any]]:
-    """``--param mcd.align=none`` -> ``{'mcd': {'align': 'none'}}`` (values parsed as YAML)."""
-    import yaml
+def parse_params(values: List[str] | None) -> dict[str, dict[str, str]]:
+    """``--param mcd.align=none`` -> ``{'mcd': {'align': 'none'}}``.
 
-    out: dict[str, dict[str, Any]] = {}
+    Values stay the strings typed: each is converted once, by the type its metric declares
+    (``EvaluationConfig`` -> :func:`speechqe.plugins.resolve_params`), so ``1e-3`` is a float
+    for a float and ``none``/``no`` stay text where text is expected (a YAML reading would turn
+    ``no`` into ``False`` and leave ``1e-3`` a string).
+
+    Raises:
+        ConfigError: not ``METRIC.NAME=VALUE``, or one parameter given twice with different
+            values.
+    """
+    out: dict[str, dict[str, str]] = {}
     for v in values or []:
         key, sep, raw = v.partition("=")
         metric, dot, pname = key.partition(".")
+        metric, pname = metric.strip(), pname.strip()
         if not sep or not dot or not metric or not pname:
             raise ConfigError(f"--param takes METRIC.NAME=VALUE (got {v!r})")
-        out.setdefault(metric.strip(), {})[pname.strip()] = yaml.safe_load(raw)
+        given = out.setdefault(metric, {})
+        if pname in given and given[pname] != raw:
+            raise ConfigError(f"--param {metric}.{pname} is given twice ({given[pname]!r} and "
+                              f"{raw!r}); give it once")
+        given[pname] = raw
     return out
 
 

@@ -89,7 +89,10 @@ def evaluate(
             params=parse_params(param), gpu_slots=gpu_slots, format=fmt, allow_pipes=allow_pipes,
             versa_config=str(versa_config) if versa_config else None, text_encoding=text_encoding,
         )
-        EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
+        from speechqe.plugins import PARAM_LABEL
+
+        # fail fast, before Prefect starts; the flow gets the parameters in canonical form
+        parameters["params"] = EvaluationConfig.create(**parameters, param_label=PARAM_LABEL).params
         flow = _flows().evaluate_with(dask_address, dask_workers)
     except SpeechQEError as exc:
         fail(exc)
@@ -130,7 +133,7 @@ def serve(
     name: Optional[str] = typer.Option(None, "--name", help="Deployment and run name for --source."),
     cron: Optional[str] = typer.Option(None, "--cron", help="Cron schedule for --source, e.g. '0 2 * * *'."),
     interval_minutes: Optional[float] = typer.Option(None, "--interval-minutes", help="Or an interval for --source."),
-    timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of the schedule."),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="IANA time zone of the schedule (default: UTC)."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name or .yaml path for --source (default: 'default')."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics for --source (instead of a suite)."),
     ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio for --source."),
@@ -181,7 +184,7 @@ def serve(
             watches = [dep.watch_from_dict(
                 {"name": name or EvaluationConfig.create(source=source).set_name,
                  "source": source, "cron": cron, "interval_minutes": interval_minutes,
-                 "timezone": timezone, **params}, "--source")]
+                 **({"timezone": timezone} if timezone else {}), **params}, "--source")]
         deployments = dep.deployments(watches)
     except SpeechQEError as exc:
         fail(exc)

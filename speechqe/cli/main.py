@@ -90,6 +90,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
     from speechqe import manifest
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
+    from speechqe.plugins import PARAM_LABEL
     from speechqe.store import LAYOUTS, Store
 
     if layout not in LAYOUTS:
@@ -114,6 +115,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         retry_errors=retry_errors, params=parse_params(param), report=False, baseline=None,
         format=fmt, allow_pipes=allow_pipes, text_encoding=text_encoding,
         versa_config=versa_config,
+        param_label=PARAM_LABEL,
     )
     shown: set[str] = set()
     if cfg.versa_config:
@@ -157,7 +159,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
 # ------------------------------------------------------------------------------------------
 @app.command("metrics")
 def list_metrics(
-    as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON, with each metric's parameters and their defaults."),
 ) -> None:
     """List every metric with its contract: outputs (direction, valid range, aggregation,
     default regression threshold), input rate and needs, the device it would use here, its
@@ -165,13 +167,15 @@ def list_metrics(
     import dataclasses
 
     from speechqe import plugins
+    from speechqe.config import plain
+    from speechqe.metric import build_params
 
     metrics = plugins.available()
     here = _device_here(metrics)
     if as_json:
         out = {n: {**dataclasses.asdict(c.spec), "device_here": here(c.spec.device),
-                   "adapter": c.__module__, "registered_by": plugins.origin(n)}
-               for n, c in metrics.items()}
+                   "adapter": c.__module__, "registered_by": plugins.origin(n),
+                   "params": plain(build_params(c, {}))} for n, c in metrics.items()}
         console.print_json(json.dumps(out, default=str))
         _report_broken_plugins(plugins.broken())
         return

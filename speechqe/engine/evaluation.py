@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from speechqe import manifest, suites, versa
+from speechqe import manifest, plugins, suites, versa
 from speechqe.config import StrictModel, validate
 from speechqe.devices import is_device_name
 from speechqe.errors import ConfigError
@@ -79,7 +79,9 @@ class EvaluationConfig(StrictModel):
         gpu_slots: size of the Prefect concurrency limit on GPU scoring tasks (``None``: keep
             the server's, or 1 when the limit does not exist yet).
         max_in_flight: scoring tasks submitted at a time (memory bound on the orchestrator).
-        params: metric parameter overrides ``{metric: {name: value}}``.
+        params: metric parameter overrides ``{metric: {name: value}}`` (``--param``), checked
+            against each metric's declared types together with the suite's own parameters
+            and kept in canonical form (``'0'`` -> ``False``): the form stored with the run.
     """
 
     source: str
@@ -100,11 +102,11 @@ class EvaluationConfig(StrictModel):
     policy: RegressionPolicy = Field(default_factory=RegressionPolicy)
     gpu_slots: int | None = Field(None, ge=1)
     max_in_flight: int = Field(64, ge=1)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     format: str = "auto"
     text_encoding: str | None = None
     allow_pipes: bool = False
     versa_config: str | None = None
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("source")
     @classmethod
@@ -174,6 +176,19 @@ class EvaluationConfig(StrictModel):
             raise ValueError(f"the store must be a .duckdb file (got {v})")
         return v
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        data = info.data
+        if "suite" not in data or "metrics" not in data or "versa_config" not in data or (
+                sum(bool(data[k]) for k in ("suite", "metrics", "versa_config")) > 1):
+            return v  # those errors are reported on their own
+        entries, origin, _ = metric_entries(data["suite"], data["metrics"], data["versa_config"])
+        label = (info.context or {}).get("param_label", "params.{metric}.{name}")
+        resolved = plugins.resolve_params(entries, v, origin=origin, label=label)
+        names = [e.name for e in entries]
+        return {m: {k: resolved[names.index(m)][k] for k in p} for m, p in v.items()}
+
     @model_validator(mode="after")
     def _suite_xor_metrics(self) -> "EvaluationConfig":
         given = [n for n, v in (("a suite", self.suite), ("a list of metrics", self.metrics),
@@ -190,13 +205,23 @@ class EvaluationConfig(StrictModel):
         regression_relative: float = 0.01,
         regression_thresholds: Mapping[str, float] | None = None,
         regression_allow_missing: bool = False,
+        param_label: str = "params.{metric}.{name}",
+        origin: str = "evaluation",
         **kw: Any,
     ) -> "EvaluationConfig":
         """From flow or command-line parameters (paths, lists, mappings, the three regression
         settings; threshold names are checked against the registered metric outputs).
 
+        Args:
+            param_label: how a metric parameter override is named in errors (the command
+                line passes ``plugins.PARAM_LABEL``, ``--param {metric}.{name}``).
+            origin: where the parameters came from, named in errors (a watch file names its
+                watch itself).
+
         Raises:
-            ConfigError: a bad or unknown parameter, named.
+            ConfigError: a bad or unknown parameter, named; an unknown suite or metric; a
+                metric parameter that its metric does not declare, or whose value does not fit
+                its type (before any audio file is read).
         """
         kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
         kw["policy"] = RegressionPolicy.parse(
@@ -204,7 +229,7 @@ class EvaluationConfig(StrictModel):
             allow_missing=regression_allow_missing,
         )
         kw["params"] = {str(m): dict(p) for m, p in (kw.get("params") or {}).items()}
-        return validate(cls, kw, "evaluation")
+        return validate(cls, kw, origin, context={"param_label": param_label})
 
     @property
     def is_glob(self) -> bool:
@@ -290,20 +315,15 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
 
 
 def check_metrics(cfg: EvaluationConfig) -> None:
-    """Check the metric selection before any audio is read: the suite or metric list (a
-    metric listed twice), each metric's parameters and its ``:VALUE`` argument (a bundle or
-    checkpoint path that does not exist), so that a typo stops the command at once instead of
-    after the whole set has been hashed. Creates metrics, loads no model.
+    """Check the metric selection before any audio is read: each metric's ``:VALUE`` argument
+    (a bundle or checkpoint path that does not exist) and a metric listed twice, so that a typo
+    stops the command at once instead of after the whole set has been hashed (the parameters
+    were checked when ``cfg`` was built). Creates metrics, loads no model.
 
     Raises:
         ConfigError: the first problem found, named.
     """
-    from speechqe import plugins
-
-    if cfg.metrics:
-        entries = suites.entries_from_list(cfg.metrics)
-    else:
-        entries = suites.load_suite(cfg.suite or "default").entries
+    entries, _, _ = metric_entries(cfg.suite, cfg.metrics, cfg.versa_config)
     names = set()
     for e in entries:
         name, _ = plugins.parse_metric_ref(e.ref)
@@ -313,20 +333,27 @@ def check_metrics(cfg: EvaluationConfig) -> None:
         raise ConfigError(f"--param given for metrics not in this run: {sorted(set(cfg.params) - names)}")
 
 
+def metric_entries(suite: str | None, metrics: Sequence[str], versa_config: str | None = None
+                   ) -> tuple[tuple[suites.SuiteEntry, ...], str, str | None]:
+    """The entries of an evaluation, where they came from (a suite file, ``--metrics`` or a
+    VERSA config) and the suite name (``None`` for explicit metrics)."""
+    if metrics:
+        return suites.entries_from_list(metrics), "--metrics", None
+    if versa_config:
+        mapping = versa.read_versa_config(versa_config)
+        return tuple(mapping.entries), str(versa_config), f"versa:{Path(versa_config).name}"
+    s = suites.load_suite(suite or "default")
+    return s.entries, s.path, s.name
+
+
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
+    entries, _, suite_name = metric_entries(cfg.suite, cfg.metrics, cfg.versa_config)
     unmapped: list[tuple[str, str]] = []
-    if cfg.metrics:
-        entries, suite_name, explicit = suites.entries_from_list(cfg.metrics), None, True
-    elif cfg.versa_config:
-        mapping = versa.read_versa_config(cfg.versa_config)
-        entries, suite_name, explicit = tuple(mapping.entries), f"versa:{Path(cfg.versa_config).name}", False
-        unmapped = [(w, f"not scored: {r}") for w, r in mapping.unmapped]
-    else:
-        s = suites.load_suite(cfg.suite or "default")
-        entries, suite_name, explicit = s.entries, s.name, False
+    if cfg.versa_config and not cfg.metrics:
+        unmapped = [(w, f"not scored: {r}") for w, r in versa.read_versa_config(cfg.versa_config).unmapped]
     overrides = {m: dict(p) for m, p in cfg.params.items()}
-    the_plan = runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides)
+    the_plan = runner.plan_metrics(entries, sset, explicit=bool(cfg.metrics), overrides=overrides)
     the_plan.skipped[:0] = unmapped  # a VERSA entry we cannot compute is listed, never dropped
     return the_plan, suite_name
 

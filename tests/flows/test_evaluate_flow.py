@@ -121,12 +121,17 @@ def test_failures_and_bad_parameters_are_recorded(tmp_path, prefect_api, toy_met
                          ({"device": "tpu"}, "device must be one of"),
                          ({"metrics": ["toy_level"], "suite": "default"}, "not both"),
                          ({"metrics": ["nope"]}, "unknown metric 'nope'"),
-                         ({"chunk_size": "many"}, "chunk_size")]:
+                         ({"params": {"toy_level": {"delay_s": "soon"}}},
+                          "params.toy_level.delay_s: Input should be a valid number"),
+                         ({"chunk_size": "many"}, "chunk_size"),
+                         ({"metrics": ["toy_snr"]}, "needs references")]:
         kw = {"source": str(tmp_path / "g"), "store": str(db), "metrics": ["toy_level"], **bad}
         state = evaluate_speech_set(**kw, return_state=True)
         assert state.is_failed() and message in state.message, (bad, state.message)
     with Store(db, read_only=True) as st:  # a plan error is a recorded failed run too
-        assert "unknown metric 'nope'" in st.runs()[-1]["error"]
+        assert "needs references" in st.runs()[-1]["error"]
+        # configuration errors (unknown metric, bad parameter) stop the flow before the store
+        assert not any("unknown metric" in (r["error"] or "") for r in st.runs())
 
 
 def test_gpu_scoring_tasks_are_tagged_and_limited(tmp_path, prefect_api, toy_metrics, monkeypatch):
