@@ -390,8 +390,9 @@ def from_sheet_csv(
 ) -> SpeechSet:
     """Read a SHEET / MOS-Bench CSV (``wav_path, system_id, sample_id, avg_score``).
 
-    ``wav_path`` is resolved against ``audio_root`` (default: the CSV's folder). Extra columns
-    are kept in :attr:`AudioItem.extra`. When a ``listener_id``/``score`` column pair is present
+    ``wav_path`` is resolved against ``audio_root`` (default: the CSV's folder). A ``speaker``
+    column fills :attr:`AudioItem.speaker` and a ``text`` column :attr:`AudioItem.text`; other
+    extra columns are kept in :attr:`AudioItem.extra`. When a ``listener_id``/``score`` column pair is present
     (one row per rating), rows are grouped per sample and the ratings kept as listener scores.
     """
     csv_path = Path(csv_path)
@@ -408,7 +409,7 @@ def from_sheet_csv(
     grouped: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         grouped.setdefault(row["sample_id"], []).append(row)
-    known = {"wav_path", "system_id", "sample_id", "avg_score", "listener_id", "score"}
+    known = {"wav_path", "system_id", "sample_id", "avg_score", "listener_id", "score", "speaker", "text"}
     items = []
     for sample_id, group in grouped.items():
         first = group[0]
@@ -427,6 +428,7 @@ def from_sheet_csv(
             describe_file(
                 path, item_id=sample_id, system=first["system_id"], mos=mos,
                 listener_scores=listeners, extra=extra,
+                speaker=first.get("speaker") or None, text=first.get("text") or None,
             )
         )
     return SpeechSet(tuple(items), name=name or csv_path.stem, source=str(csv_path))
