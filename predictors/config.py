@@ -537,7 +537,12 @@ def load_train_config(path: str | Path, *, device: str | None = None) -> MOSTrai
     Raises:
         ConfigError: ``path: key.path: message`` for every bad key (see :data:`DOCS`).
     """
-    cfg = load_file(MOSTrainConfig, path, "MOS training config")
+    from speechqe.errors import ConfigError
+
+    try:
+        cfg = load_file(MOSTrainConfig, path, "MOS training config")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (every key and its default: {DOCS})") from None
     if device:
         cfg = validate(MOSTrainConfig, {**cfg.model_dump(), "device": device}, f"{path} (--device)")
     return cfg

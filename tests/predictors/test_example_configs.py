@@ -33,7 +33,7 @@ def test_small_test_preset_is_nested_and_cheap():
 def test_config_errors_name_the_file_and_key(tmp_path):
     p = tmp_path / "mos.yaml"
     p.write_text("train: {format: sheet, path: x}\nstrong: [{train: {stepz: 3}}]\n")
-    with pytest.raises(ConfigError, match=r"mos\.yaml: strong\.0\.train: unknown key 'stepz' \(known: steps, "):
+    with pytest.raises(ConfigError, match=r"mos\.yaml: strong\.0\.train: unknown key 'stepz'.*docs/mos\.md#configuration-reference"):
         load_config(p)
     with pytest.raises(ConfigError, match="at least one learner"):
         validate(MOSTrainConfig, {"train": {"format": "sheet", "path": "x"}}, "config")
@@ -46,7 +46,7 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match="nested_folds must be auto, 0"):
         validate(MOSTrainConfig, {"train": {"format": "sheet", "path": "x"}, "nested_folds": 1,
                                   "weak": {"features": [{"name": "s", "source": "signal"}]}}, "config")
-    with pytest.raises(ConfigError, match=r"weak\.features\.0\.encoder: .*unknown encoder"):
+    with pytest.raises(ConfigError, match=r"weak\.features\.0: encoder: unknown encoder kind .wav3vec."):
         validate(MOSTrainConfig, {"train": {"format": "sheet", "path": "x"},
                                   "weak": {"features": [{"name": "e", "encoder": {"kind": "wav3vec"}}]}}, "config")
 
