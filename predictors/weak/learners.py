@@ -87,8 +87,16 @@ class Learner:
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             raise ValueError("features and labels must be finite")
         groups = np.asarray(groups if groups is not None else np.arange(len(y)))
-        est = _build(self.spec, n=len(y), d=X.shape[1])
-        grid = _grid(self.spec, est, n_train=len(y), n_groups=len(np.unique(groups)))
+        n_groups = len(np.unique(groups))
+        n_fit = len(y)
+        if self.spec.grid() and n_groups >= 3:
+            # the search fits on its inner training folds: size PCA (and kNN) for the smallest
+            from sklearn.model_selection import GroupKFold
+
+            k = min(3, n_groups)
+            n_fit = min(len(tr) for tr, _ in GroupKFold(n_splits=k).split(X, y, groups))
+        est = _build(self.spec, n=n_fit, d=X.shape[1])
+        grid = _grid(self.spec, est, n_train=len(y), n_groups=n_groups)
         with warnings.catch_warnings():
             # A GP hyper-parameter at its bound is a valid optimum; LightGBM's "no further
             # splits" on tiny folds is its normal stop.

@@ -92,14 +92,14 @@ def test_sheet_csv_with_per_rating_rows(tmp_path):
 def test_sheet_speaker_and_text_columns_group_the_folds(tmp_path):
     """Issue 16: the ``speaker`` column of a SHEET CSV fills ``item.speaker`` (it used to land
     in ``extra``, so ``group_by: speaker`` silently made every item its own group)."""
-    from speechqe.predictors.data import groups_of
-
     write_tone(tmp_path / "a.wav", seconds=0.2)
     (tmp_path / "t.csv").write_text(
         "wav_path,system_id,sample_id,avg_score,speaker,text\n"
         "a.wav,A,a1,3,spk1,hello world\na.wav,B,b1,4,spk1,hello world\na.wav,A,a2,2,spk2,good night\n")
     sset = load_data(DataSpec(format="sheet", path=str(tmp_path / "t.csv")))
     assert [it.speaker for it in sset] == ["spk1", "spk1", "spk2"]
+    from speechqe.predictors.data import groups_of
+
     assert groups_of(list(sset), "speaker") == ["spk1", "spk1", "spk2"]
     assert groups_of(list(sset), "text") == ["hello world", "hello world", "good night"]
 
