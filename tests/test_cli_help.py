@@ -113,4 +113,4 @@ def test_help_texts_agree_with_the_code():
     assert f"registered ones among {', '.join(DEFAULT_METRICS)})" in resynth
     assert "--predict-durations" in resynth and "duration predictor" in resynth
     manifest = _flat(runner.invoke(app, ["manifest", "--help"], env={"COLUMNS": "200"}).output)
-    assert "Folder of reference audio" in manifest and "System name for a flat folder" in manifest
+    assert "Reference audio: a folder" in manifest and "System name for a flat folder" in manifest

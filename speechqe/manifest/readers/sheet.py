@@ -21,7 +21,8 @@ def from_sheet_csv(
     """Read a SHEET / MOS-Bench CSV (``wav_path, system_id, sample_id, avg_score``).
 
     ``wav_path`` is resolved against ``audio_root`` (default: the CSV's folder). A ``speaker``
-    column fills :attr:`AudioItem.speaker`; other columns are kept in :attr:`AudioItem.extra`.
+    column fills :attr:`AudioItem.speaker` and a ``text`` column :attr:`AudioItem.text`; other
+    columns are kept in :attr:`AudioItem.extra`.
     When a ``listener_id``/``score`` column pair is present (one row per rating), rows are
     grouped per sample and the ratings kept as listener scores.
     """
@@ -40,7 +41,8 @@ def from_sheet_csv(
     for row in reader:
         row = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
         grouped.setdefault(row["sample_id"], []).append((reader.line_num, row))
-    known = {"wav_path", "system_id", "sample_id", "avg_score", "listener_id", "score", "speaker"}
+    known = {"wav_path", "system_id", "sample_id", "avg_score", "listener_id", "score", "speaker",
+             "text"}
     items = []
     for sample_id, group in grouped.items():
         line, first = group[0]
@@ -62,7 +64,8 @@ def from_sheet_csv(
         items.append(
             describe_file(
                 path, item_id=sample_id, system=first["system_id"], mos=mos,
-                listener_scores=listeners, speaker=first.get("speaker") or None, extra=extra,
+                listener_scores=listeners, speaker=first.get("speaker") or None,
+                text=first.get("text") or None, extra=extra,
             )
         )
     return SpeechSet(tuple(items), name=name or csv_path.stem, source=str(csv_path))
