@@ -207,7 +207,7 @@ class FeatureSetSpec(_Config):
             try:
                 EncoderSpec.from_dict(dict(self.encoder))
             except Exception as exc:  # noqa: BLE001 - ConfigError of the encoder spec, reworded
-                raise ValueError(f"encoder: {exc}") from None
+                raise ValueError(str(exc)) from None  # names the encoder and its key
         if self.source == "metric" and not self.metric:
             raise ValueError(f"feature set '{self.name}': a metric feature set needs 'metric'")
         if not self.pooling:

@@ -46,7 +46,7 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match="nested_folds must be auto, 0"):
         validate(MOSTrainConfig, {"train": {"format": "sheet", "path": "x"}, "nested_folds": 1,
                                   "weak": {"features": [{"name": "s", "source": "signal"}]}}, "config")
-    with pytest.raises(ConfigError, match=r"weak\.features\.0: encoder: unknown encoder kind .wav3vec."):
+    with pytest.raises(ConfigError, match=r"weak\.features\.0: encoder: kind: .*'wav3vec'"):
         validate(MOSTrainConfig, {"train": {"format": "sheet", "path": "x"},
                                   "weak": {"features": [{"name": "e", "encoder": {"kind": "wav3vec"}}]}}, "config")
 
