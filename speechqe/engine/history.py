@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from speechqe.config import StrictModel, validate
 from speechqe.engine.aggregate import N_BOOTSTRAP, SEED, aggregate, bootstrap, columns, statistic

@@ -134,6 +134,25 @@ def decode_error(
     )
 
 
+def read_json_objects(path: str | Path, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-empty line of a JSON-lines file (gzip and
+    encodings as :func:`read_lines`).
+
+    Raises:
+        ConfigError: a line that is not JSON, or not a JSON object, named by file and line.
+    """
+    import json
+
+    for n, line in read_lines(path, encoding):
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise line_error(path, n, f"not JSON: {exc}") from exc
+        if not isinstance(d, dict):
+            raise line_error(path, n, "a line must be a JSON object")
+        yield n, d
+
+
 def line_error(path: str | Path, line: int, message: str) -> ConfigError:
     """A :class:`ConfigError` about one line of one file: ``path:line: message``."""
     return ConfigError(f"{path}:{line}: {message}")

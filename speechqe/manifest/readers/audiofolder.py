@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from ...errors import ConfigError
 from ..core import AudioItem, SpeechSet, describe_file, rel_id
-from ..textio import line_error, read_lines, read_text
+from ..textio import line_error, read_json_objects, read_text
 
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
 TEXT_COLUMNS = ("text", "transcription", "sentence")
@@ -70,14 +70,7 @@ def _rows(path: Path, encoding: str | None) -> Iterator[tuple[int, dict[str, Any
                 raise line_error(path, reader.line_num, "more fields than the header has")
             yield reader.line_num, {(k or "").strip(): v for k, v in row.items()}
         return
-    for n, line in read_lines(path, encoding):
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise line_error(path, n, f"not JSON: {exc}") from exc
-        if not isinstance(d, dict):
-            raise line_error(path, n, "a line must be a JSON object")
-        yield n, d
+    yield from read_json_objects(path, encoding)
 
 
 def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:

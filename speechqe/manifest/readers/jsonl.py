@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from ...errors import ConfigError
 from ..core import AudioItem, SpeechSet, describe_file, file_sha256
-from ..textio import line_error, read_lines, strip_gz
+from ..textio import line_error, read_json_objects, strip_gz
 
 
 def from_jsonl(
@@ -32,13 +31,7 @@ def from_jsonl(
     item_fields = {f.name for f in dataclasses.fields(AudioItem)}
     items = []
     hashes: dict[str, str] = {}
-    for n, line in read_lines(path, encoding):
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise line_error(path, n, f"not JSON: {exc}") from exc
-        if not isinstance(d, dict):
-            raise line_error(path, n, "a line must be a JSON object")
+    for n, d in read_json_objects(path, encoding):
         if "path" not in d:
             raise line_error(path, n, "an item needs a 'path'")
         if "reference" in d and "ref_path" not in d:

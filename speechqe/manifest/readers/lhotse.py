@@ -22,15 +22,14 @@ run only with ``--allow-pipes``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ...errors import AudioReadError, ConfigError
 from ..core import AudioItem, SpeechSet, abspath, describe_file, error_item
 from ..pipes import refuse, run_pipe
-from ..textio import line_error, read_lines, resolve_listed, strip_gz
+from ..textio import line_error, read_json_objects, resolve_listed, strip_gz
 
 #: lhotse cut types we read (one channel or all channels of one recording).
 _CUT_TYPES = ("MonoCut", "MultiCut")
@@ -47,15 +46,7 @@ def kind_of(d: dict[str, Any]) -> str | None:
     return None
 
 
-def _objects(path: Path, encoding: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    for n, line in read_lines(path, encoding):
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise line_error(path, n, f"not JSON: {exc}") from exc
-        if not isinstance(d, dict):
-            raise line_error(path, n, "a line must be a JSON object")
-        yield n, d
+_objects = read_json_objects
 
 
 def sibling(path: Path, this: str, other: str) -> Path | None:
