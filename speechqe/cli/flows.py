@@ -66,7 +66,7 @@ def evaluate(
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
-    from speechqe.engine.evaluation import DEFAULT_STORE, EvaluationConfig
+    from speechqe.engine.evaluation import DEFAULT_STORE, EvaluationConfig, check_inputs
 
     try:
         parameters = dict(
@@ -80,7 +80,7 @@ def evaluate(
             regression_thresholds=_thresholds(threshold), params=parse_params(param),
             gpu_slots=gpu_slots,
         )
-        EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
+        check_inputs(EvaluationConfig.create(**parameters))  # fail fast, before Prefect starts
         flow = _flows().evaluate_with(dask_address, dask_workers)
     except SpeechQEError as exc:
         fail(exc)

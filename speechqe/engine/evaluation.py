@@ -219,6 +219,20 @@ def matching_sources(cfg: EvaluationConfig) -> list[Path]:
     return found
 
 
+def check_inputs(cfg: EvaluationConfig) -> None:
+    """Fail fast on what the evaluation would fail on later, without reading any audio: a
+    missing source, an unknown or broken suite (the configuration itself checks the reference
+    and transcripts paths). The command line calls it before an orchestrator starts, so that
+    bad input costs no Prefect server start.
+
+    Raises:
+        ConfigError: the first problem found, named.
+    """
+    matching_sources(cfg)
+    if not cfg.metrics:
+        suites.load_suite(cfg.suite or "default")
+
+
 def load_set(cfg: EvaluationConfig) -> SpeechSet:
     """Build the speech set: read headers and hash contents (every time: a changed file is a
     new content hash, so exactly the new and changed files are scored)."""
@@ -423,6 +437,7 @@ __all__ = [
     "EvaluationResult",
     "Steps",
     "artifact_key",
+    "check_inputs",
     "evaluate",
     "flow_run_name",
     "load_set",
