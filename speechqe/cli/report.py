@@ -111,6 +111,20 @@ def compare(
         raise typer.Exit(1)
 
 
+def _check_store(path: Path) -> None:
+    """Refuse a missing file or one that is not a results store before serving (the dashboard
+    opens the store per request); a store that a running evaluation holds is served."""
+    from speechqe.errors import StoreError
+    from speechqe.store import Store
+
+    try:
+        with Store(path, read_only=True):
+            pass
+    except StoreError as exc:
+        if "in use by another process" not in str(exc):
+            raise
+
+
 @app.command("dashboard")
 def dashboard(
     db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
@@ -129,14 +143,13 @@ def dashboard(
 ) -> None:
     """Serve the history dashboard (on 127.0.0.1 only, unless --host says otherwise) until
     interrupted."""
-    from speechqe.errors import SpeechQEError, StoreError
+    from speechqe.errors import SpeechQEError
 
     from speechqe.engine.report.server import Dashboard, is_loopback, make_server
 
     path = _db(db)
     try:
-        if not path.exists():
-            raise StoreError(f"no results store at {path}")
+        _check_store(path)
         server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port, host,
                              allowed_hosts=allow_host or ())
     except (SpeechQEError, OSError) as exc:
