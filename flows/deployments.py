@@ -100,13 +100,13 @@ def watch_from_dict(d: Mapping[str, Any], origin: str = "watch") -> Watch:
 
 def load_watches(path: str | Path) -> list[Watch]:
     """Read a watch file (YAML: ``watches: [...]``)."""
-    import yaml
+    from speechqe.config import read_mapping
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such watch file: {path}")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict) or set(doc) != {"watches"} or not isinstance(doc["watches"], list):
+    doc = read_mapping(path, "watch")  # syntax errors, non-UTF-8 text: ConfigError with the line
+    if set(doc) != {"watches"} or not isinstance(doc["watches"], list):
         raise ConfigError(f"{path}: a watch file is a mapping with one key, 'watches', a list")
     watches = [watch_from_dict(w, f"{path} watch {k + 1}") for k, w in enumerate(doc["watches"])]
     names = [w.name for w in watches]
