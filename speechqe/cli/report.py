@@ -111,20 +111,6 @@ def compare(
         raise typer.Exit(1)
 
 
-def _check_store(path: Path) -> None:
-    """Refuse a missing file or one that is not a results store before serving (the dashboard
-    opens the store per request); a store that a running evaluation holds is served."""
-    from speechqe.errors import StoreError
-    from speechqe.store import Store
-
-    try:
-        with Store(path, read_only=True):
-            pass
-    except StoreError as exc:
-        if "in use by another process" not in str(exc):
-            raise
-
-
 @app.command("dashboard")
 def dashboard(
     db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
@@ -145,11 +131,12 @@ def dashboard(
     interrupted."""
     from speechqe.errors import SpeechQEError
 
+    from speechqe.engine.evaluation import check_store
     from speechqe.engine.report.server import Dashboard, is_loopback, make_server
 
     path = _db(db)
     try:
-        _check_store(path)
+        check_store(path, must_exist=True)  # the dashboard opens the store per request
         server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port, host,
                              allowed_hosts=allow_host or ())
     except (SpeechQEError, OSError) as exc:

@@ -77,6 +77,7 @@ CASES: list[tuple[str, list[str], int, str, str | None]] = [
     ("evaluate-missing-text", ["evaluate", "{set}", "--text", "{missing}", "--metrics", "toy_level"], 2, "does-not-exist", None),
     ("evaluate-suite-syntax", ["evaluate", "{set}", "--suite", "{syntax_yaml}"], 2, "syntax.yaml", CONFIGS),
     ("evaluate-suite-latin1", ["evaluate", "{set}", "--suite", "{latin1_yaml}"], 2, "latin1.yaml", CONFIGS),
+    ("evaluate-corrupt-store", ["evaluate", "{set}", "--metrics", "toy_level", "--db", "{corrupt_store}"], 2, "corrupt.duckdb", None),
     ("evaluate-chunk-size-not-int", ["evaluate", "{set}", "--chunk-size", "x"], 2, "--chunk-size", None),
     ("evaluate-bad-threshold", ["evaluate", "{set}", "--metrics", "toy_level", "--threshold", "oops"], 2, "oops", None),
     # mos train
@@ -124,6 +125,7 @@ CASES: list[tuple[str, list[str], int, str, str | None]] = [
     ("report-out-is-folder", ["report", "--db", "{tmp}/ok.duckdb", "--out", "{folder}"], 2, "a-folder", None),
     ("dashboard-missing-store", ["dashboard", "--db", "{missing}"], 2, "no results store", None),
     ("dashboard-corrupt-store", ["dashboard", "--db", "{corrupt_store}"], 2, "corrupt.duckdb", None),
+    ("dashboard-folder-as-store", ["dashboard", "--db", "{folder}"], 2, "a-folder", None),
     ("dashboard-port-not-int", ["dashboard", "--db", "{tmp}/ok.duckdb", "--port", "http"], 2, "--port", None),
     # runs, summary, export
     ("runs-missing-store", ["runs", "--db", "{missing}"], 2, "no results store", None),
