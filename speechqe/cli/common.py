@@ -107,26 +107,43 @@ def _os_error(exc: OSError) -> tuple[str, int] | None:
 
 def _store_io_error(exc: BaseException) -> tuple[str, int] | None:
     """DuckDB reports a failed read or write of the results store with its own exception
-    types, not OSError: say what happened without calling it a bug."""
+    types (IOException, TransactionException "Failed to commit: Could not write file ...: No
+    space left on device", ...), not OSError: say what happened without calling it a bug."""
     module = type(exc).__module__ or ""
-    if not module.startswith("duckdb") or type(exc).__name__ not in ("IOException", "FatalException"):
+    if not module.lstrip("_").startswith("duckdb"):
         return None
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     for code, (hint, status) in _OS_ERRORS.items():
-        if os.strerror(code).lower() in text.lower():
+        if code not in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR) and os.strerror(code).lower() in text.lower():
             return f"the results store could not be written: {text} ({hint})", status
-    return f"the results store could not be read or written: {text}", EXIT_FAILED
+    if type(exc).__name__ == "IOException":
+        return f"the results store could not be read or written: {text}", EXIT_FAILED
+    return None
+
+
+def _causes(exc: BaseException):
+    """``exc`` and the exceptions it was raised from or while handling, newest first."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def describe_exception(exc: BaseException) -> tuple[str, int]:
-    """The ``error:`` message and exit status for an exception that ended a command."""
+    """The ``error:`` message and exit status for an exception that ended a command.
+
+    A full disk or a read-only folder is reported as such even when it surfaces as another
+    exception (a failed ROLLBACK after a COMMIT that could not be written): the chain of
+    causes is searched for it."""
     from speechqe.errors import SpeechQEError
 
     if isinstance(exc, SpeechQEError):
         return str(exc), EXIT_BAD_INPUT
-    known = _os_error(exc) if isinstance(exc, OSError) else _store_io_error(exc)
-    if known is not None:
-        return known
+    for cause in _causes(exc):
+        known = _os_error(cause) if isinstance(cause, OSError) else _store_io_error(cause)
+        if known is not None:
+            return known
     first, *rest = (str(exc).strip() or "").splitlines() or [""]
     msg = (f"unexpected {type(exc).__name__}{': ' + first if first else ''} "
            f"(rerun with --debug for the traceback; please report it)")

@@ -17,8 +17,10 @@ Usage: ``python driver.py JOB.json RESULTS.json``. The job is a JSON object::
          "timeout": 120},
         {"id": "b", "argv": [...], "kill_after": 1.5},   # SIGKILL its process group then
         {"id": "c", "argv": [...], "kill_after_frac": 0.4, "ref": "a"},  # 40% of a's time
+        {"id": "g", "argv": [...], "kill_when_exists": "out", "kill_delay": 0.01},
         {"id": "d", "action": "count", "db": "x.duckdb"},   # records in a store
-        {"id": "e", "action": "files", "root": "out"}]}     # files and sizes under a folder
+        {"id": "e", "action": "files", "root": "out"},      # files and sizes under a folder
+        {"id": "f", "action": "copy", "src": "a", "dst": "b"}]}  # copy a folder's files
 
 Each result holds ``id``, ``code`` (exit status; ``None`` when killed), ``signal``,
 ``seconds``, ``stdout``, ``stderr``, ``killed`` (the kill arrived before the command ended),
@@ -83,6 +85,9 @@ class _Running:
         if step.get("kill_after_frac") is not None:
             self.kill_after = float(step["kill_after_frac"]) * durations[step["ref"]]
         self.timeout = float(step.get("timeout", 300))
+        self.kill_when_exists = step.get("kill_when_exists")  # a path: kill once it appears
+        self.kill_delay = float(step.get("kill_delay", 0.0))  # ... this many seconds later
+        self.seen_at: float | None = None
         sys.stdout.flush()
         sys.stderr.flush()
         self.t0 = time.monotonic()
@@ -95,8 +100,13 @@ class _Running:
         """The result once the command has ended (or been killed), else ``None``."""
         done, status = os.waitpid(self.pid, os.WNOHANG)
         if not done:
-            elapsed = time.monotonic() - self.t0
+            now = time.monotonic()
+            elapsed = now - self.t0
             due = self.kill_after is not None and elapsed >= self.kill_after
+            if self.kill_when_exists is not None:
+                if self.seen_at is None and os.path.exists(self.kill_when_exists):
+                    self.seen_at = now
+                due = due or (self.seen_at is not None and now - self.seen_at >= self.kill_delay)
             if not due and elapsed < self.timeout:
                 return None
             self.killed = due
@@ -134,6 +144,8 @@ def _wait(running: _Running) -> dict:
 def _count(db: str) -> list[int]:
     import duckdb
 
+    if not Path(db).exists():  # killed before the store was created
+        return [0, 0]
     con = duckdb.connect(db, read_only=True)
     try:
         n, distinct = con.execute(
@@ -189,6 +201,11 @@ def main(job_path: str, results_path: str) -> None:
                 finish({"id": step["id"], "value": _count(step["db"]), "seconds": 0.0})
             elif action == "files":
                 finish({"id": step["id"], "value": _files(step["root"]), "seconds": 0.0})
+            elif action == "copy":  # a folder's files, e.g. out of a mount that goes away
+                import shutil
+
+                shutil.copytree(step["src"], step["dst"], dirs_exist_ok=True)
+                finish({"id": step["id"], "value": _files(step["dst"]), "seconds": 0.0})
             else:
                 raise SystemExit(f"unknown action {action!r}")
         for r in running:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -39,15 +40,21 @@ def driver_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def run_job(steps: list[dict], tmp: Path, *, warm=("torch",), timeout: float = 600,
-            env: dict[str, str] | None = None, parallel: int = 1) -> dict[str, dict]:
-    """Run ``steps`` through the fork driver (see driver.py); results by step id."""
+            env: dict[str, str] | None = None, parallel: int = 1,
+            wrap: list[str] | None = None) -> dict[str, dict]:
+    """Run ``steps`` through the fork driver (see driver.py); results by step id.
+
+    ``wrap``: a command line the driver runs inside, with ``{driver}`` in its last word (a
+    shell script) replaced by the driver's command (e.g. ``unshare`` and mounts)."""
     tmp.mkdir(parents=True, exist_ok=True)
     job = tmp / "job.json"
     results = tmp / "results.json"
     job.write_text(json.dumps({"warm": list(warm), "steps": steps, "parallel": parallel}))
-    proc = subprocess.run([sys.executable, str(DRIVER), str(job), str(results)],
-                          env=env or driver_env(tmp), cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    cmd = [sys.executable, str(DRIVER), str(job), str(results)]
+    if wrap:
+        cmd = wrap[:-1] + [wrap[-1].replace("{driver}", " ".join(shlex.quote(c) for c in cmd))]
+    proc = subprocess.run(cmd, env=env or driver_env(tmp), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"the driver failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return {r["id"]: r for r in json.loads(results.read_text())}
