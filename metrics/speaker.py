@@ -53,19 +53,22 @@ class SpeakerSimParams:
         vad_trim: Resemblyzer's preprocessing (volume normalisation, silence removal).
         allow_low_sample_rate: score items whose generated, prompt or reference audio is
             natively below 16 kHz (upsampled) instead of refusing them.
+        trust_code: load a local model folder or file even where loading it could run code
+            (see :mod:`speechqe.speaker.encoders`); only for files you trust.
     """
 
     backend: str = _E.backend
     model: str = _E.model
     vad_trim: bool = _E.vad_trim
     allow_low_sample_rate: bool = False
+    trust_code: bool = _E.trust_code
 
     def __post_init__(self) -> None:
         self.encoder_config("cpu")
 
     def encoder_config(self, device: str) -> EncoderConfig:
         return EncoderConfig(backend=self.backend, model=self.model, vad_trim=self.vad_trim,
-                             device=device)
+                             device=device, trust_code=self.trust_code)
 
 
 class SpeakerSim(Metric):
