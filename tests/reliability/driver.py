@@ -18,6 +18,7 @@ Usage: ``python driver.py JOB.json RESULTS.json``. The job is a JSON object::
         {"id": "b", "argv": [...], "kill_after": 1.5},   # SIGKILL its process group then
         {"id": "c", "argv": [...], "kill_after_frac": 0.4, "ref": "a"},  # 40% of a's time
         {"id": "g", "argv": [...], "kill_when_exists": "out", "kill_delay": 0.01},
+        {"id": "h", "argv": [...], "kill_after": 1.0, "signal": "INT"},   # Ctrl-C instead
         {"id": "d", "action": "count", "db": "x.duckdb"},   # records in a store
         {"id": "e", "action": "files", "root": "out"},      # files and sizes under a folder
         {"id": "f", "action": "copy", "src": "a", "dst": "b"}]}  # copy a folder's files
@@ -88,6 +89,9 @@ class _Running:
         self.kill_when_exists = step.get("kill_when_exists")  # a path: kill once it appears
         self.kill_delay = float(step.get("kill_delay", 0.0))  # ... this many seconds later
         self.seen_at: float | None = None
+        # "INT": at the kill time send SIGINT (Ctrl-C) instead, once, and let the command end
+        self.signal = signal.SIGINT if step.get("signal") == "INT" else signal.SIGKILL
+        self.interrupted_at: float | None = None
         sys.stdout.flush()
         sys.stderr.flush()
         self.t0 = time.monotonic()
@@ -107,6 +111,11 @@ class _Running:
                 if self.seen_at is None and os.path.exists(self.kill_when_exists):
                     self.seen_at = now
                 due = due or (self.seen_at is not None and now - self.seen_at >= self.kill_delay)
+            if due and self.signal == signal.SIGINT:
+                if self.interrupted_at is None:
+                    self.interrupted_at = now
+                    os.kill(self.pid, signal.SIGINT)  # the command's process, as a terminal would
+                due = False
             if not due and elapsed < self.timeout:
                 return None
             self.killed = due
@@ -126,6 +135,7 @@ class _Running:
             "code": code if code >= 0 else None,
             "signal": -code if code < 0 else None,
             "killed": self.killed and code < 0,
+            "interrupted": self.interrupted_at is not None,
             "timed_out": code < 0 and not self.killed,
             "seconds": round(seconds, 3),
             "stdout": Path(self.out_path).read_text(errors="replace"),
