@@ -158,6 +158,9 @@ def _count(db: str) -> list[int]:
         return [0, 0]
     con = duckdb.connect(db, read_only=True)
     try:
+        if not con.execute("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_name = 'scores'").fetchone()[0]:
+            return [0, 0]  # killed after the file was created, before its tables were
         n, distinct = con.execute(
             "SELECT count(*), count(DISTINCT (input_key, scorer, metric)) FROM scores").fetchone()
         return [int(n), int(distinct)]
@@ -175,7 +178,10 @@ def _files(root: str) -> dict[str, int]:
 def main(job_path: str, results_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     for name in job.get("warm", []):
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an extra that is not installed: the commands say so themselves
+            pass
     from speechqe import plugins
     from speechqe.cli.main import app  # noqa: F401  (imported once, before any fork)
 

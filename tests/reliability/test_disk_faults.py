@@ -107,8 +107,10 @@ def test_enospc_while_exporting_keeps_the_finished_run(tmp_path, toy_metrics, ca
 # ------------------------------------------------------------------------------------------
 # For real: a tmpfs that fills up, a read-only bind mount
 # ------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_full_disk_and_read_only_folder_in_a_mount_namespace(tmp_path):
+@pytest.fixture(scope="module")
+def mounted(tmp_path_factory):
+    """One driver job inside a private mount namespace (see the module docstring)."""
+    tmp_path = tmp_path_factory.mktemp("mounts")
     reason = _namespace_reason(tmp_path)
     if reason:
         pytest.skip(reason)
@@ -141,7 +143,13 @@ def test_full_disk_and_read_only_folder_in_a_mount_namespace(tmp_path):
               f"mount -o remount,bind,ro {ro} && exec {{driver}}")
     res = run_job(steps, tmp_path / "job", warm=("torch", "duckdb", "speechqe.engine.evaluation"),
                   wrap=["unshare", "-rm", "sh", "-c", script])
+    return tmp_path, res
 
+
+@pytest.mark.slow
+def test_a_full_disk_mid_run(mounted):
+    tmp_path, res = mounted
+    saved = tmp_path / "saved"
     full_run = res["disk-full"]
     assert full_run["code"] == 1, full_run["stdout"] + full_run["stderr"]
     msg = _one_error(full_run["stdout"], full_run["stderr"])
@@ -154,6 +162,25 @@ def test_full_disk_and_read_only_folder_in_a_mount_namespace(tmp_path):
     assert records(saved / "s.duckdb") == records(tmp_path / "undisturbed.duckdb")
     assert final_results(saved / "s.duckdb") == final_results(tmp_path / "undisturbed.duckdb")
 
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="hole owned by the store (speechqe/store.py Store.write): "
+                   "after a COMMIT that could not be written DuckDB has already rolled back, and "
+                   "the explicit ROLLBACK raises 'cannot rollback - no transaction is active', "
+                   "which masks the I/O error (recorded as the run's error)")
+def test_a_full_disk_is_recorded_as_the_runs_error(mounted):
+    tmp_path, res = mounted
+    from speechqe.store import Store
+
+    # the store copied off the full disk (the rerun added its own finished run)
+    with Store(tmp_path / "saved" / "s.duckdb", read_only=True) as st:
+        failed = [r for r in st.runs() if r["status"] == "failed"]
+    assert failed and "No space left on device" in failed[0]["error"], failed
+
+
+@pytest.mark.slow
+def test_a_read_only_folder(mounted):
+    tmp_path, res = mounted
     assert res["prepare"]["code"] == 0, res["prepare"]["stderr"]
     for cid in ("score-into-read-only", "new-store-in-read-only", "export-into-read-only",
                 "report-into-read-only"):
@@ -162,5 +189,5 @@ def test_full_disk_and_read_only_folder_in_a_mount_namespace(tmp_path):
         assert "Read-only file system" in _one_error(r["stdout"], r["stderr"]), cid
     for cid in ("runs-read-only", "summary-read-only", "export-from-read-only"):
         assert res[cid]["code"] == 0, f"{cid}: {res[cid]['stderr']}"
-    assert (out / "x.csv").stat().st_size > 0
-    assert len(records(prep / "s.duckdb")) == 20 * 3  # the read-only store is as it was
+    assert (tmp_path / "out" / "x.csv").stat().st_size > 0
+    assert len(records(tmp_path / "prep" / "s.duckdb")) == 20 * 3  # as it was
