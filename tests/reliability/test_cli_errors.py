@@ -68,7 +68,8 @@ def boom(kind: str, hint: bool = typer.Option(False, "--hint")) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_debug(monkeypatch):
-    monkeypatch.delenv(common.DEBUG_ENV, raising=False)
+    # set (not deleted), so that monkeypatch restores it after --debug has turned it on
+    monkeypatch.setenv(common.DEBUG_ENV, "0")
     common.on_interrupt(None)
     yield
     common.on_interrupt(None)

@@ -54,6 +54,13 @@ def _one_error(out: str, err: str) -> str:
 # ------------------------------------------------------------------------------------------
 # In this process: an injected ENOSPC
 # ------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    from speechqe.cli.common import DEBUG_ENV
+
+    monkeypatch.setenv(DEBUG_ENV, "0")
+
+
 def test_enospc_at_a_commit_is_a_clean_error_and_keeps_the_committed_chunks(
         tmp_path, toy_metrics, capsys, monkeypatch):
     gen, ref = score_set(tmp_path / "set", 40)
