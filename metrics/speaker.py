@@ -43,12 +43,15 @@ _CACHE_SIZE = 4096
 
 class SpeakerSimParams(SpeakerEncoderOptions):
     """Parameters of ``speaker_sim``: the encoder settings of
-    :class:`speechqe.speaker.encoders.SpeakerEncoderOptions` (backend, model, vad_trim; their
+    :class:`speechqe.speaker.encoders.SpeakerEncoderOptions` (backend, model, vad_trim, trust_code; their
     defaults live there) and:
 
     Attributes:
         allow_low_sample_rate: score items whose generated, prompt or reference audio is
             natively below 16 kHz (upsampled) instead of refusing them.
+
+    (``trust_code``, inherited, lets a local model load even where loading it could run code;
+    see :mod:`speechqe.speaker.encoders`.)
     """
 
     allow_low_sample_rate: bool = False

@@ -549,6 +549,73 @@ def unpin(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Checkpoint files from user paths: no pickled code runs
+# ------------------------------------------------------------------------------------------
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def _pickled_code_message(path: Path, what: str, exc: BaseException, opt_in: str | None) -> str:
+    trust = (f"If you trust the file, {opt_in}; otherwise re-save" if opt_in else "Re-save")
+    return (f"{path}: this {what} stores Python objects that would run code when unpickled, "
+            f"and speechqe loads only tensors and plain data ({_first_line(exc)}). {trust} it "
+            "as a plain state dict of tensors (or safetensors).")
+
+
+@contextmanager
+def refusing_pickled_code(path: str | Path, what: str, opt_in: str | None = None):
+    """Turn a weights-only loader's refusal (``pickle.UnpicklingError``) into a
+    :class:`ConfigError` that names the file and, when there is one, the opt-in."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(_pickled_code_message(Path(path), what, exc, opt_in)) from None
+
+
+def check_weights_only(path: str | Path, what: str, opt_in: str | None = None) -> None:
+    """Refuse a torch checkpoint that holds anything but tensors, containers and numbers.
+
+    For libraries that ``torch.load`` a user's file themselves, without ``weights_only=True``
+    on every supported torch (resemblyzer; speechbrain and transformers on torch < 2.6): the
+    file is read here first with ``weights_only=True``, which executes nothing; a file that
+    passes names no callable beyond what that mode allows, so no unpickler can run code from
+    it. Memory-mapped where the format allows, so a large file is not read twice into memory.
+
+    Raises:
+        ConfigError: the file would run code (naming ``opt_in``), or is not a checkpoint.
+    """
+    import torch
+
+    path = Path(path)
+    with refusing_pickled_code(path, what, opt_in):
+        try:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # the legacy (pre-zip) format cannot be mapped
+                if "mmap" not in str(exc):
+                    raise
+                torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, ValueError, OSError) as exc:
+            raise ConfigError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+
+
+def torch_loads_weights_only_by_default() -> bool:
+    """Whether ``torch.load`` without ``weights_only`` reads weights only (torch >= 2.6,
+    unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns that off)."""
+    import torch
+
+    try:
+        major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    except ValueError:
+        return False
+    forced_off = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "").lower() in ("1", "true", "yes", "y")
+    return (major, minor) >= (2, 6) and not forced_off
+
+
+# ------------------------------------------------------------------------------------------
 # Catalogue
 # ------------------------------------------------------------------------------------------
 def _parse_asset(d: Any, origin: str) -> Asset:

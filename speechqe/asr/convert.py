@@ -86,6 +86,8 @@ def read_ct2_model(path: str | Path) -> CT2Model:
     path = Path(path)
     if path.is_dir():
         path = path / "model.bin"
+    if not path.is_file():
+        raise ConfigError(f"not a CTranslate2 model (no such file): {path}")
     data = memoryview(path.read_bytes())
     pos = 0
 

@@ -113,7 +113,10 @@ class OpenAIWhisperBackend(ASRBackend):
         self.fp16 = config.device == "cuda" and config.compute_type in ("auto", "float16")
         if config.compute_type == "float16" and config.device != "cuda":
             raise ConfigError("openai-whisper runs float16 only on a GPU; use compute_type=auto on CPU")
-        self.model = whisper.load_model(str(path), device=config.device)
+        from speechqe.assets import refusing_pickled_code
+
+        with refusing_pickled_code(path, "Whisper checkpoint"):
+            self.model = whisper.load_model(str(path), device=config.device)
         self.model.eval()
         if not self.model.is_multilingual and config.language != "en":
             raise ConfigError(

@@ -6,7 +6,11 @@ themselves."""
 
 
 def main() -> None:
-    """The ``speechqe`` console script."""
+    """The ``speechqe`` console script: every error ends in an exit status and one
+    ``error:`` line (see :func:`speechqe.cli.common.run`)."""
+    import sys
+
+    from .common import run
     from .main import app
 
-    app()
+    sys.exit(run(app))

@@ -1,13 +1,16 @@
-"""Helpers shared by every typer app of the command line: consoles, the error exit, option
-parsing, the progress reporter and the system-by-metric summary table."""
+"""Helpers shared by every typer app of the command line: consoles, the error exit and the
+error handling of every command (:func:`run`), option parsing, the progress reporter and the
+system-by-metric summary table."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import List
+from typing import Any, Callable, List, Sequence
 
 import typer
 from rich.console import Console
@@ -81,9 +84,204 @@ def plain_help_when_narrow(app: typer.Typer) -> None:
             plain_help_when_narrow(group.typer_instance)
 
 
-def fail(exc: Exception, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+# ------------------------------------------------------------------------------------------
+# Errors: what every command prints and exits with (docs/reliability.md has the table)
+# ------------------------------------------------------------------------------------------
+DEBUG_ENV = "SPEECHQE_DEBUG"
+"""Set to 1 (or pass ``speechqe --debug``) to see the traceback behind an error message."""
+
+EXIT_FAILED = 1  # a bug, the environment (disk full, permissions), or a command's own "no" (a regression, a failed verify)
+EXIT_BAD_INPUT = 2  # bad arguments, configuration, paths or input files; usage errors
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+# errno values of an OSError that the user's path or environment caused, not a bug: what to
+# do, and the exit status (a wrong path is bad input; a full disk or a forbidden folder is the
+# environment)
+_OS_ERRORS = {
+    errno.ENOENT: ("check the path", EXIT_BAD_INPUT),
+    errno.EISDIR: ("a folder was given where a file is expected", EXIT_BAD_INPUT),
+    errno.ENOTDIR: ("a file was given where a folder is expected", EXIT_BAD_INPUT),
+    errno.ENAMETOOLONG: ("the path is too long", EXIT_BAD_INPUT),
+    errno.ENOSPC: ("the disk is full: free some space and rerun; what was committed is kept", EXIT_FAILED),
+    errno.EDQUOT: ("the disk quota is exceeded: free some space and rerun; what was committed is kept", EXIT_FAILED),
+    errno.EROFS: ("the file system is read-only: choose a writable location", EXIT_FAILED),
+    errno.EACCES: ("check the permissions of the path, or choose another location", EXIT_FAILED),
+    errno.EPERM: ("check the permissions of the path, or choose another location", EXIT_FAILED),
+    errno.EMFILE: ("too many open files: raise the limit (ulimit -n) or use fewer --workers", EXIT_FAILED),
+}
+
+_interrupt_hint: str | None = None
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks are shown (``speechqe --debug`` or ``SPEECHQE_DEBUG=1``)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def set_debug(on: bool) -> None:
+    """Turn tracebacks on for this process and the processes it starts (workers, flows)."""
+    if on:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def on_interrupt(hint: str | None) -> None:
+    """What ``interrupted`` adds when Ctrl-C stops the running command (``score``: that a
+    rerun resumes)."""
+    global _interrupt_hint
+    _interrupt_hint = hint
+
+
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr (the message is printed as text, never as markup:
+    file names may hold ``[`` and ``]``)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    sys.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    sys.stderr.flush()
+
+
+def fail(exc: Exception, code: int = EXIT_BAD_INPUT) -> None:
+    """Print ``error: <exc>`` (after its traceback with ``--debug``) and exit with ``code``."""
+    if debug_enabled():
+        _print_traceback(exc)
+    print_error(str(exc))
     raise typer.Exit(code)
+
+
+def _os_error(exc: OSError) -> tuple[str, int] | None:
+    """Message and exit status of an OSError that the user's path or environment caused (see
+    ``_OS_ERRORS``); ``None`` for any other OSError."""
+    known = _OS_ERRORS.get(exc.errno) if exc.errno is not None else None
+    if known is None:
+        return None
+    hint, code = known
+    what = exc.strerror or os.strerror(exc.errno)
+    where = ", ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{what}{': ' + where if where else ''} ({hint})", code
+
+
+def _store_io_error(exc: BaseException) -> tuple[str, int] | None:
+    """DuckDB reports a failed read or write of the results store with its own exception
+    types (IOException, TransactionException "Failed to commit: Could not write file ...: No
+    space left on device", ...), not OSError: say what happened without calling it a bug."""
+    module = type(exc).__module__ or ""
+    if not module.lstrip("_").startswith("duckdb"):
+        return None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for code, (hint, status) in _OS_ERRORS.items():
+        if code not in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR) and os.strerror(code).lower() in text.lower():
+            return f"the results store could not be written: {text} ({hint})", status
+    if type(exc).__name__ == "IOException":
+        return f"the results store could not be read or written: {text}", EXIT_FAILED
+    return None
+
+
+def _causes(exc: BaseException):
+    """``exc`` and the exceptions it was raised from or while handling, newest first."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def describe_exception(exc: BaseException) -> tuple[str, int]:
+    """The ``error:`` message and exit status for an exception that ended a command.
+
+    A full disk or a read-only folder is reported as such even when it surfaces as another
+    exception (a failed ROLLBACK after a COMMIT that could not be written): the chain of
+    causes is searched for it."""
+    from speechqe.errors import SpeechQEError
+
+    if isinstance(exc, SpeechQEError):
+        return str(exc), EXIT_BAD_INPUT
+    for cause in _causes(exc):
+        known = _os_error(cause) if isinstance(cause, OSError) else _store_io_error(cause)
+        if known is not None:
+            return known
+    first, *rest = (str(exc).strip() or "").splitlines() or [""]
+    msg = (f"unexpected {type(exc).__name__}{': ' + first if first else ''} "
+           f"(rerun with --debug for the traceback; please report it)")
+    return "\n".join([msg, *("  " + ln for ln in rest)]), EXIT_FAILED
+
+
+def _interrupted() -> int:
+    sys.stderr.write("\n")  # ^C leaves the cursor after the echoed characters
+    print_error("interrupted" + (f"; {_interrupt_hint}" if _interrupt_hint else ""))
+    return EXIT_INTERRUPTED
+
+
+def _click_exceptions() -> tuple[type, type, type]:
+    """``(ClickException, UsageError, NoArgsIsHelpError)`` of the click that typer uses
+    (typer >= 0.20 carries its own copy as ``typer._click``)."""
+    try:
+        from typer._click import exceptions as ce
+    except ImportError:  # typer on the click package
+        from click import exceptions as ce
+    return ce.ClickException, ce.UsageError, getattr(ce, "NoArgsIsHelpError", ())
+
+
+def run(app: typer.Typer | Callable[[], Any], args: Sequence[str] | None = None,
+        prog_name: str = "speechqe") -> int:
+    """Run a typer app as the ``speechqe`` command and return its exit status.
+
+    Every way a command can end becomes an exit status and at most one ``error:`` line,
+    never a traceback unless ``--debug``/``SPEECHQE_DEBUG=1``:
+
+    * a :class:`~speechqe.errors.SpeechQEError` (bad input, configuration, store): its message,
+      exit 2 (commands that catch it themselves call :func:`fail`: the same);
+    * a usage error (unknown option, an option value of the wrong type): the message and where
+      the command's help is, exit 2;
+    * an OSError of a wrong path (missing, a folder for a file): what and where, exit 2; one
+      the environment caused (disk full, read-only or forbidden folder): what and where, with
+      what to do, exit 1; the same for DuckDB's I/O errors on the store;
+    * Ctrl-C: ``interrupted`` (plus what the command registered with :func:`on_interrupt`),
+      exit 130;
+    * anything else is a bug: ``unexpected TypeName: message``, exit 1.
+    """
+    import typer.main
+
+    click_exc, usage_error, no_args_help = _click_exceptions()
+    argv = list(sys.argv[1:] if args is None else args)
+    for token in argv:  # the root options, before the command: a usage error's traceback too
+        if not token.startswith("-") or token == "--":
+            break
+        if token == "--debug":
+            set_debug(True)
+    command = typer.main.get_command(app) if isinstance(app, typer.Typer) else app
+    try:
+        rv = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except SystemExit as exc:  # sys.exit inside a command
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILED)
+    except click_exc as exc:
+        if no_args_help and isinstance(exc, no_args_help):
+            return exc.exit_code  # typer has printed the help
+        if debug_enabled():
+            _print_traceback(exc)
+        msg = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        if isinstance(exc, usage_error) and ctx is not None:
+            msg += f" (see '{ctx.command_path} --help')"
+        print_error(msg)
+        return exc.exit_code
+    except typer.Abort:
+        return _interrupted()
+    except Exception as exc:  # noqa: BLE001 - the one place where every error ends
+        if debug_enabled():
+            _print_traceback(exc)
+        msg, code = describe_exception(exc)
+        print_error(msg)
+        return code
+    if rv == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
+        return _interrupted()
+    return rv if isinstance(rv, int) else 0
 
 
 def apply_asset_overrides(assets: List[str] | None) -> None:

@@ -27,7 +27,51 @@ def load_flows(module: str = "evaluate", command: str = "speechqe evaluate/serve
         raise MissingDependencyError("prefect", "flows", command) from exc
     import importlib
 
-    return importlib.import_module(f"speechqe.flows.{module}")
+    flows = importlib.import_module(f"speechqe.flows.{module}")
+    _brief_console_logs()
+    return flows
+
+
+class _NoTraceback:
+    """A console log formatter that leaves out tracebacks (unless ``--debug``): Prefect logs
+    the traceback of every failed task and flow on the console, and the command ends with its
+    own ``error:`` line. Prefect's API handler (the server's logs, the UI) keeps them."""
+
+    def __init__(self, inner):
+        import logging
+
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record) -> str:
+        from .common import debug_enabled
+
+        if debug_enabled():
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _brief_console_logs() -> None:
+    """Wrap the formatter of every console log handler in :class:`_NoTraceback`."""
+    import logging
+
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in lg.handlers:
+            if (isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                    and not isinstance(h.formatter, _NoTraceback)):
+                h.setFormatter(_NoTraceback(h.formatter))
 
 
 def _flows():
@@ -74,7 +118,7 @@ def evaluate(
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
-    from speechqe.engine.evaluation import DEFAULT_STORE, EvaluationConfig
+    from speechqe.engine.evaluation import DEFAULT_STORE, EvaluationConfig, check_inputs
 
     try:
         parameters = dict(
@@ -92,7 +136,9 @@ def evaluate(
         from speechqe.plugins import PARAM_LABEL
 
         # fail fast, before Prefect starts; the flow gets the parameters in canonical form
-        parameters["params"] = EvaluationConfig.create(**parameters, param_label=PARAM_LABEL).params
+        cfg = EvaluationConfig.create(**parameters, param_label=PARAM_LABEL)
+        check_inputs(cfg)
+        parameters["params"] = cfg.params
         flow = _flows().evaluate_with(dask_address, dask_workers)
     except SpeechQEError as exc:
         fail(exc)

@@ -22,10 +22,12 @@ from .common import (
     console,
     err_console,
     fail,
+    on_interrupt,
     parse_params,
     plain_help_when_narrow,
     print_summary,
     progress_reporter,
+    set_debug,
 )
 
 app = typer.Typer(
@@ -35,6 +37,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(
+        False, "--debug",
+        help="Show the Python traceback behind an error message (also: SPEECHQE_DEBUG=1).",
+    ),
+) -> None:
+    """Speech quality and speech synthesis evaluation."""
+    set_debug(debug)
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,8 +156,11 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
             if mname not in shown:
                 console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
 
+    on_interrupt(f"the run is recorded as interrupted in {db_path}; rerun the same command "
+                 "to resume (committed chunks are reused, not rescored)")
     with progress_reporter(progress) as report:
         result = evaluate(cfg, steps, on_planned=planned, progress=report)
+    on_interrupt(None)
     with Store(db_path, read_only=True) as store:
         records = store.results(result.run_id)
         if out is not None:
@@ -432,7 +448,12 @@ plain_help_when_narrow(app)  # after every command is registered
 
 
 def main() -> None:
-    app()
+    """``python -m speechqe.cli.main``: the ``speechqe`` console script."""
+    import sys
+
+    from .common import run
+
+    sys.exit(run(app))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -172,14 +172,14 @@ def dashboard(
 ) -> None:
     """Serve the history dashboard (on 127.0.0.1 only, unless --host says otherwise) until
     interrupted."""
-    from speechqe.errors import SpeechQEError, StoreError
+    from speechqe.errors import SpeechQEError
 
+    from speechqe.engine.evaluation import check_store
     from speechqe.engine.report.server import Dashboard, is_loopback, make_server
 
     path = _db(db)
     try:
-        if not path.exists():
-            raise StoreError(f"no results store at {path}")
+        check_store(path, must_exist=True)  # the dashboard opens the store per request
         server = make_server(Dashboard(path, policy=_policy(relative, threshold)), port, host,
                              allowed_hosts=allow_host or ())
     except (SpeechQEError, OSError) as exc:

@@ -178,9 +178,12 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str
     except pickle.UnpicklingError as exc:
         raise ConfigError(
             f"{path} stores Python objects that speechqe does not unpickle ({_first_line(exc)}). "
-            "If you trust the file, load it with trust_pickle=True (CLI: --trust-pickle), or "
+            "If you trust the file, set trust_pickle: true in its encoder spec (e.g. "
+            "ssl: {kind: ssl, source: PATH, trust_pickle: true} in a MOS training config), or "
             "re-save it as a plain dict of tensors plus a 'cfg' dict."
         ) from exc
+    except (RuntimeError, EOFError, ValueError) as exc:  # truncated, not a torch file
+        raise ConfigError(f"{path}: not a readable fairseq checkpoint ({_first_line(exc)})") from exc
 
 
 def split_checkpoint(ckpt: Mapping[str, Any]) -> tuple[dict[str, Any], FairseqConfig]:

@@ -426,11 +426,20 @@ def build_random(arch: dict[str, Any], *, seed: int = 0, name: str = "random") -
 def _read_state_dict(path: Path) -> dict:
     import torch
 
+    from speechqe.assets import refusing_pickled_code
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from None
+    with refusing_pickled_code(path, "state dict"):
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a readable torch state dict ({exc})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -505,6 +514,13 @@ def load_huggingface(folder: str | Path) -> SSLEncoder:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise ConfigError(f"not a Hugging Face model folder (no config.json): {folder}")
+    if not list(folder.glob("*.safetensors")):
+        # pickled weights (pytorch_model.bin): read first with weights_only=True, whatever the
+        # installed transformers and torch do with them
+        from speechqe.assets import check_weights_only
+
+        for weights in sorted(folder.glob("*.bin")):
+            check_weights_only(weights, "Hugging Face weights file")
     try:
         import transformers
     except ImportError as exc:
@@ -522,7 +538,8 @@ def load_huggingface(folder: str | Path) -> SSLEncoder:
         raise ConfigError(
             f"{folder}: model_type '{model_type}' is not one of {', '.join(classes)}"
         )
-    original = classes[model_type].from_pretrained(str(folder), local_files_only=True)
+    original = classes[model_type].from_pretrained(str(folder), local_files_only=True,
+                                                   trust_remote_code=False)
     original.eval()
     # import_huggingface_model warns that a bare model has no CTC head; that is what we want.
     logging.getLogger("torchaudio.models.wav2vec2.utils.import_huggingface").setLevel(logging.ERROR)

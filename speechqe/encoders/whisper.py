@@ -190,7 +190,8 @@ def load_openai_whisper(
     elif path.is_file():
         fp = assets.cached_sha256(path)[:12]
         name = path.stem
-        model = whisper.load_model(str(path), device=device)
+        with assets.refusing_pickled_code(path, "Whisper checkpoint"):
+            model = whisper.load_model(str(path), device=device)
     elif src in whisper.available_models():
         model = whisper.load_model(src, device=device)
         name, fp = src, "openai-" + src

@@ -33,7 +33,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from speechqe import manifest, plugins, suites, versa
 from speechqe.config import StrictModel, validate
 from speechqe.devices import is_device_name
-from speechqe.errors import ConfigError
+from speechqe.errors import ConfigError, StoreError
 from speechqe.manifest import SpeechSet
 from speechqe.store import Store
 
@@ -292,6 +292,39 @@ def matching_sources(cfg: EvaluationConfig) -> list[Path]:
     return found
 
 
+def check_store(path: str | Path, *, must_exist: bool) -> None:
+    """Refuse a file that is not a results store (corrupt, another format, a newer schema)
+    before a long-running command starts; a store that another process holds passes (the
+    command waits for it, or retries).
+
+    Raises:
+        StoreError: ``path`` is not a usable store, or is missing and ``must_exist``.
+    """
+    path = Path(path)
+    if not path.exists() and not must_exist:
+        return
+    try:
+        Store(path, read_only=True).close()
+    except StoreError as exc:
+        if "in use by another process" not in str(exc):
+            raise
+
+
+def check_inputs(cfg: EvaluationConfig) -> None:
+    """Fail fast on what the evaluation would fail on later, without reading any audio: a
+    missing source, a file that is not a results store, an unknown or broken suite, a bad
+    metric argument (:func:`check_metrics`; the configuration itself checks the reference and
+    transcripts paths and the parameters). The command line calls it before an orchestrator
+    starts, so that bad input costs no Prefect server start.
+
+    Raises:
+        ConfigError: the first problem found, named.
+    """
+    matching_sources(cfg)
+    check_store(cfg.store, must_exist=False)
+    check_metrics(cfg)
+
+
 def load_set(cfg: EvaluationConfig) -> SpeechSet:
     """Build the speech set: read headers and hash contents (every time: a changed file is a
     new content hash, so exactly the new and changed files are scored)."""
@@ -538,6 +571,8 @@ __all__ = [
     "Steps",
     "artifact_key",
     "check_metrics",
+    "check_inputs",
+    "check_store",
     "evaluate",
     "flow_run_name",
     "load_set",

@@ -14,6 +14,14 @@ Two real backends:
   (``hyperparams.yaml`` + checkpoints). The folder is loaded in place: its
   ``pretrained_path`` is pointed at the folder itself so that nothing is fetched.
 
+Files from a user's path are untrusted until ``trust_code`` says otherwise (registered assets
+are verified by sha256 instead): a Resemblyzer ``.pt`` and every ``.ckpt`` of a local
+SpeechBrain folder must load with ``torch.load(weights_only=True)`` (the libraries read them
+without it on older torch), and a local ``hyperparams.yaml``, which HyperPyYAML turns into
+Python calls, may only build the SpeechBrain classes an ECAPA folder needs
+(:data:`HPARAMS_ALLOWED`); ``!apply:``, ``!module:``, ``!include:`` and any other class are
+refused with a message naming ``trust_code``.
+
 Embeddings are computed one utterance at a time: ECAPA's reflect padding and Resemblyzer's
 partial windows make a zero-padded batch differ from the utterance alone, and a batch must never
 change a score.
@@ -28,6 +36,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+from pydantic import Field
 
 from speechqe.config import StrictModel
 from speechqe.errors import ConfigError, MissingDependencyError
@@ -53,11 +62,16 @@ class SpeakerEncoderOptions(StrictModel):
             ``from_hparams`` folder.
         vad_trim: resemblyzer only: apply Resemblyzer's preprocessing (volume normalisation and
             long-silence removal) before embedding.
+        trust_code: load a local model (not a registered asset) even where it could run code:
+            pickled objects in its checkpoints, any Python call in its ``hyperparams.yaml``.
+            Only for files you trust. Not part of the model id: it changes whether a file may
+            load, never the embeddings.
     """
 
     backend: EncoderName = "resemblyzer"
     model: str = ""
     vad_trim: bool = True
+    trust_code: bool = Field(False, exclude=True)
 
     def encoder_options(self) -> dict[str, object]:
         """The :class:`SpeakerEncoderOptions` fields of this config (of a subclass too)."""
@@ -141,6 +155,8 @@ class ResemblyzerEncoder(SpeakerEncoder):
                     "or a folder holding pretrained.pt)"
                 )
             ident = _local_fingerprint([weights])
+            if not config.trust_code:
+                assets.check_weights_only(weights, "resemblyzer weights file", _TRUST)
         self._preprocess = preprocess_wav
         self.model = VoiceEncoder(device=config.device, verbose=False, weights_fpath=weights)
         self.model.eval()
@@ -168,6 +184,9 @@ class ECAPAEncoder(SpeakerEncoder):
         except ImportError as exc:
             raise MissingDependencyError("speechbrain", "models", "the ECAPA-TDNN speaker encoder") from exc
         folder, ident = resolve_ecapa_folder(config.model)
+        if (config.model or DEFAULT_MODELS["speechbrain-ecapa"]) not in _asset_names() \
+                and not config.trust_code:  # a registered asset is verified by its sha256
+            check_local_speechbrain_folder(folder)
         # the public hyperparams.yaml points its checkpoints at the Hub repo id; point them at
         # the verified folder so that nothing is fetched (when the file has that key)
         text = (folder / "hyperparams.yaml").read_text(encoding="utf-8")
@@ -224,6 +243,78 @@ def resolve_ecapa_folder(model: str) -> tuple[Path, str]:
         )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".ckpt", ".txt"))
     return folder.resolve(), _local_fingerprint(files)
+
+
+# ------------------------------------------------------------------------------------------
+# Local (untrusted) model folders
+# ------------------------------------------------------------------------------------------
+_TRUST = "set trust_code=true (--param speaker_sim.trust_code=true)"
+
+#: What a local ``hyperparams.yaml`` may build: the classes of an ECAPA-TDNN
+#: ``EncoderClassifier`` folder (features, normalisation, the model and its layers, the label
+#: encoder, the pretrainer that loads the checkpoints). Prefixes of dotted names.
+HPARAMS_ALLOWED = (
+    "speechbrain.lobes.features.",
+    "speechbrain.processing.features.",
+    "speechbrain.lobes.models.ECAPA_TDNN.",
+    "speechbrain.nnet.",
+    "speechbrain.dataio.encoder.CategoricalEncoder",
+    "speechbrain.utils.parameter_transfer.Pretrainer",
+)
+#: HyperPyYAML tags that only refer to other values.
+_HPARAMS_PLAIN_TAGS = {"ref", "copy", "tuple", "PLACEHOLDER", "placeholder"}
+_TAG_RE = re.compile(r"(?:^|(?<=[\s\[{,:]))!([A-Za-z_]+)(?::([^\s\[\]{},]+))?")
+
+
+def _asset_names() -> set[str]:
+    from speechqe import assets
+
+    return set(assets.catalogue())
+
+
+def hparams_problems(text: str) -> list[str]:
+    """The HyperPyYAML tags of ``text`` that would call Python beyond :data:`HPARAMS_ALLOWED`
+    (comments and quoted strings ignored)."""
+    problems = []
+    for raw in text.splitlines():
+        line = re.sub(r"""(["'])(?:(?!\1).)*\1""", "", raw)  # quoted strings
+        line = line.split("#", 1)[0]
+        for tag, target in _TAG_RE.findall(line):
+            if tag in _HPARAMS_PLAIN_TAGS and not target:
+                continue
+            if tag in ("new", "name") and target and target.startswith(HPARAMS_ALLOWED):
+                continue
+            problems.append(f"!{tag}" + (f":{target}" if target else ""))
+    return problems
+
+
+def check_local_speechbrain_folder(folder: Path) -> None:
+    """Refuse a local SpeechBrain folder whose loading could run code (see the module
+    docstring).
+
+    Raises:
+        ConfigError: naming the tag or file, and the opt-in.
+    """
+    from speechqe import assets
+
+    hp = folder / "hyperparams.yaml"
+    problems = hparams_problems(hp.read_text(encoding="utf-8", errors="replace"))
+    if problems:
+        raise ConfigError(
+            f"{hp} would run Python code beyond building an ECAPA-TDNN model "
+            f"({', '.join(sorted(set(problems))[:5])}); speechqe refuses that for a local folder. "
+            f"If you trust the folder, {_TRUST}."
+        )
+    if not assets.torch_loads_weights_only_by_default():
+        # speechbrain loads the checkpoints that hyperparams.yaml names (anywhere) with this
+        # torch's default, which unpickles anything: only a trusted folder
+        raise ConfigError(
+            f"this torch loads checkpoints with pickle by default (torch < 2.6), so speechbrain "
+            f"would unpickle the checkpoints {hp} names; upgrade torch to 2.6 or later, or, if "
+            f"you trust the folder, {_TRUST}."
+        )
+    for ckpt in sorted(folder.glob("*.ckpt")):
+        assets.check_weights_only(ckpt, "speechbrain checkpoint", _TRUST)
 
 
 _instances: dict[EncoderConfig, SpeakerEncoder] = {}
