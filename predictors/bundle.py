@@ -21,6 +21,7 @@ a stored score names the exact bundle.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -234,7 +235,11 @@ class MOSBundle:
 
         meta["files"] = {p.relative_to(folder).as_posix(): file_sha256(p)
                          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "bundle.json"}
-        (folder / "bundle.json").write_text(json.dumps(meta, indent=1, default=_default), encoding="utf-8")
+        # written whole or not at all (a kill mid-write must not leave a truncated bundle.json,
+        # which a rerun would take for a finished bundle): a temporary name, then a rename
+        tmp = folder / "bundle.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1, default=_default), encoding="utf-8")
+        os.replace(tmp, folder / "bundle.json")
         self.meta = meta
         self.bundle_id = bundle_hash(folder)
         return self.bundle_id

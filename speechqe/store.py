@@ -380,7 +380,12 @@ class Store:
                 )
             self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            # A COMMIT that could not be written (a full disk) has already rolled back; the
+            # ROLLBACK then fails and must not hide the real error.
+            try:
+                self.con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the original exception is what matters
+                pass
             raise
 
     # --- queries ----------------------------------------------------------------------------

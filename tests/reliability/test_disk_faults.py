@@ -96,7 +96,7 @@ def test_enospc_while_exporting_keeps_the_finished_run(tmp_path, toy_metrics, ca
     gen, ref = score_set(tmp_path / "set", 12)
     db, out_csv = tmp_path / "s.duckdb", tmp_path / "out.csv"
 
-    def export(self, run_id, path):
+    def export(self, run_id, path, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(Store, "export", export)
@@ -171,10 +171,6 @@ def test_a_full_disk_mid_run(mounted):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="hole owned by the store (speechqe/store.py Store.write): "
-                   "after a COMMIT that could not be written DuckDB has already rolled back, and "
-                   "the explicit ROLLBACK raises 'cannot rollback - no transaction is active', "
-                   "which masks the I/O error (recorded as the run's error)")
 def test_a_full_disk_is_recorded_as_the_runs_error(mounted):
     tmp_path, res = mounted
     from speechqe.store import Store

@@ -27,7 +27,6 @@ from conftest import write_tone
 from speechqe import manifest
 from speechqe.errors import ConfigError
 
-READERS = "input readers (speechqe/manifest.py)"
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -94,8 +93,6 @@ def _check_jsonl(folder: Path, lines: list[str]) -> None:
         assert it.ok or (it.error_type and it.error)
 
 
-@pytest.mark.xfail(strict=True, reason=f"hole owned by {READERS}: a JSON line that is not an "
-                   "object, or a field of the wrong type, raises TypeError/AttributeError")
 @FUZZ
 @given(LINES)
 @example(["5"])  # a number, not an object: TypeError
@@ -138,8 +135,6 @@ def test_transcripts_table_or_config_error_with_line(folder, lines):
     assert len(table) <= len(lines)
 
 
-@pytest.mark.xfail(strict=True, reason=f"hole owned by {READERS}: a transcript file with a "
-                   "non-UTF-8 byte raises UnicodeDecodeError (issue 12's first finding)")
 @FUZZ
 @given(st.binary(min_size=1, max_size=60))
 @example(b"u1\tcaf\xe9\n")  # latin-1
@@ -200,9 +195,6 @@ def test_sheet_csv_of_well_typed_rows(folder, hr):
     _check_sheet(folder, *hr)
 
 
-@pytest.mark.xfail(strict=True, reason=f"hole owned by {READERS}: a score that is not a number "
-                   "raises ValueError without the file and line; a row longer than the header "
-                   "raises AttributeError")
 @FUZZ
 @given(sheet_rows(well_typed=False))
 @example((["wav_path", "system_id", "sample_id", "avg_score"], [["a.wav", "s", "i", "x"]]))
@@ -211,9 +203,6 @@ def test_sheet_csv_items_or_config_error(folder, hr):
     _check_sheet(folder, *hr)
 
 
-@pytest.mark.xfail(strict=True, reason=f"hole owned by {READERS}: a CSV saved with a byte-order "
-                   "mark (Excel's 'CSV UTF-8') is refused: its first column is read as "
-                   "'\\ufeffwav_path'")
 def test_sheet_csv_with_a_byte_order_mark(folder):
     path = folder / "bom.csv"
     path.write_text("wav_path,system_id,sample_id,avg_score\na.wav,s,a,3.5\n", encoding="utf-8-sig")

@@ -27,7 +27,6 @@ import torch
 from conftest import REPO
 from speechqe.errors import ConfigError
 
-PREDICTORS = "MOS predictors (predictors/bundle.py, predictors/weak/learners.py)"
 
 
 class Evil:
@@ -261,27 +260,50 @@ def _copy(bundle: Path, dest: Path) -> Path:
     return dest
 
 
-def test_bundle_learner_with_pickled_objects_never_runs_code(weak_bundle, tmp_path, marker):
+def _rechecksum(bundle: Path, rel: str) -> None:
+    """Record ``rel``'s new sha256 in bundle.json, as someone who controls the folder could."""
+    from speechqe.hashing import sha256_file
+
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["files"][rel] = sha256_file(bundle / rel)
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+
+
+def test_bundle_learner_with_untrusted_types_never_runs_code(weak_bundle, tmp_path, marker):
+    """A learner file replaced by a skops file holding an object whose loading would run code,
+    with its checksum updated to match (checksums catch corruption, not an attacker who can
+    write bundle.json): the skops trusted-type list refuses it, naming the file."""
+    import skops.io as sio
+
     from speechqe.predictors.bundle import MOSBundle
 
     b = _copy(weak_bundle, tmp_path / "b")
-    npz = b / "weak" / "logmel" / "logmel-ridge.npz"
-    np.savez(npz, coef=np.array([Evil(marker)], dtype=object))
-    with pytest.raises(Exception):  # noqa: B017 - refused one way or another; never run
+    rel = "weak/logmel/logmel-ridge.skops"
+    sio.dump({"coef": Evil(marker)}, b / rel)
+    _rechecksum(b, rel)
+    with pytest.raises(ConfigError, match="logmel-ridge.skops"):
         MOSBundle.load(b)
 
 
-@pytest.mark.xfail(strict=True, reason=f"hole owned by {PREDICTORS}: an .npz holding objects "
-                   "raises numpy's ValueError ('allow_pickle=False'), not a ConfigError naming "
-                   "the file")
-def test_bundle_learner_with_pickled_objects_is_a_config_error(weak_bundle, tmp_path, marker):
+def test_bundle_file_with_a_wrong_checksum_refused(weak_bundle, tmp_path):
+    """A learner file changed after training (same format, other numbers) is refused by the
+    checksums bundle.json records; an extra or a missing file too."""
     from speechqe.predictors.bundle import MOSBundle
 
     b = _copy(weak_bundle, tmp_path / "b")
-    npz = b / "weak" / "logmel" / "logmel-ridge.npz"
-    np.savez(npz, coef=np.array([Evil(marker)], dtype=object))
-    with pytest.raises(ConfigError, match="logmel-ridge.npz"):
+    rel = "weak/logmel/logmel-ridge.json"
+    meta = json.loads((b / rel).read_text())
+    (b / rel).write_text(json.dumps({**meta, "tampered": True}))
+    with pytest.raises(ConfigError, match="logmel-ridge.json has changed"):
         MOSBundle.load(b)
+    c = _copy(weak_bundle, tmp_path / "c")
+    (c / "weak" / "logmel" / "extra.npz").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="extra.npz"):
+        MOSBundle.load(c)
+    d = _copy(weak_bundle, tmp_path / "d")
+    (d / rel).unlink()
+    with pytest.raises(ConfigError, match="logmel-ridge.json"):
+        MOSBundle.load(d)
 
 
 def test_bundle_with_a_newer_or_foreign_format_refused(weak_bundle, tmp_path):
@@ -294,21 +316,6 @@ def test_bundle_with_a_newer_or_foreign_format_refused(weak_bundle, tmp_path):
         (b / "bundle.json").write_text(json.dumps({**meta, **change}))
         with pytest.raises(ConfigError, match=words):
             MOSBundle.load(b)
-
-
-@pytest.mark.xfail(strict=True, reason=f"hole owned by {PREDICTORS}: bundle.json records no "
-                   "checksum of the bundle's files, so a file changed after training is loaded "
-                   "and predicts other scores under the same bundle")
-def test_bundle_whose_files_changed_after_training_refused(weak_bundle, tmp_path):
-    from speechqe.predictors.bundle import MOSBundle
-
-    b = _copy(weak_bundle, tmp_path / "b")
-    npz = b / "stacking" / "stage3.npz"
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    np.savez(npz, **{k: v * 1.5 if v.dtype.kind == "f" else v for k, v in arrays.items()})
-    with pytest.raises(ConfigError, match="stage3.npz"):
-        MOSBundle.load(b)
 
 
 # ------------------------------------------------------------------------------------------

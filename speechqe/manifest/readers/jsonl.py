@@ -10,6 +10,10 @@ from ..core import AudioItem, SpeechSet, describe_file, file_sha256
 from ..textio import line_error, read_json_objects, strip_gz
 
 
+#: Fields that must hold text (or null, except ``path``); a number there is a wrong manifest.
+_STRING_FIELDS = ("path", "id", "system", "ref_path", "reference", "prompt_path", "text", "speaker")
+
+
 def from_jsonl(
     path: str | Path, *, name: str | None = None, rehash: bool = False,
     encoding: str | None = None,
@@ -34,6 +38,13 @@ def from_jsonl(
     for n, d in read_json_objects(path, encoding):
         if "path" not in d:
             raise line_error(path, n, "an item needs a 'path'")
+        for key in _STRING_FIELDS:
+            if key in d and not (isinstance(d[key], str) or (d[key] is None and key != "path")):
+                raise line_error(path, n, f"'{key}' must be a string (got {type(d[key]).__name__})")
+            if key in ("path", "ref_path", "reference", "prompt_path") and "\x00" in (d.get(key) or ""):
+                raise line_error(path, n, f"'{key}' holds a NUL character: not a file path")
+        if "extra" in d and not isinstance(d["extra"], (dict, type(None))):
+            raise line_error(path, n, "'extra' must be an object")
         if "reference" in d and "ref_path" not in d:
             d["ref_path"] = d.pop("reference")
         audio = Path(d["path"])
