@@ -24,7 +24,7 @@ The hindsight best of several noisy, correlated estimates is biased upwards; the
 ``mean over seeds of max_j r_j - max_j mean over seeds of r_j`` as an estimate of that bias.
 
     python bench/bench_mos_small.py --generator a --seeds 0 1 2 3 4 5 6 7 8 9 10 11 \\
-        --stage-one out/mos_small [--rules "mean-5,rank-mean-5"] [--per-seed RULE]
+        --stage-one out/mos_small [--rules "mean-5;rank-mean-5"] [--per-seed RULE]
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(12)))
     ap.add_argument("--corpora", default=os.environ.get("SPEECHQE_CORPORA", "../shared/corpora"))
     ap.add_argument("--stage-one", type=Path, default=None, help="folder of saved stage-one predictions")
-    ap.add_argument("--rules", default="", help="comma-separated rule names (default: all)")
+    ap.add_argument("--rules", default="", help="rule names separated by ; (default: all)")
     ap.add_argument("--per-seed", default=next(iter(RULES)), help="print this rule's per-seed table")
     args = ap.parse_args()
     from speechqe.predictors.config import StackingConfig
@@ -122,7 +122,10 @@ def main() -> None:
         sets.append((seed, s1, facts))
         print(f"  seed {seed}: {len(s1.y)} clips, {len(s1.columns)} members, trained in {facts['seconds']:.0f} s "
               f"(load {facts['load']})", flush=True)
-    names = [r.strip() for r in args.rules.split(",") if r.strip()] or list(RULES)
+    names = [r.strip() for r in args.rules.split(";") if r.strip()] or list(RULES)
+    unknown = [r for r in names if r not in RULES]
+    if unknown:
+        ap.error(f"unknown rules {unknown}; known: {list(RULES)}")
 
     def cond_srcc(s1, p):
         from speechqe.predictors.evaluate import system_means
