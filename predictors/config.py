@@ -25,7 +25,7 @@ from speechqe.config import StrictModel, load_file, plain, validate
 from speechqe.devices import is_device_name
 
 __all__ = [
-    "DataSpec", "LearnerSpec", "FeatureSetSpec", "WeakConfig", "StackingConfig",
+    "DataSpec", "LearnerSpec", "FeatureSetSpec", "WeakConfig", "StackingConfig", "STACKING_CANDIDATES",
     "StrongModelConfig", "StrongTrainConfig", "StrongSpec", "WhisperHeadConfig",
     "WhisperTrainConfig", "WhisperSpec", "MOSTrainConfig", "LEARNER_KINDS", "LEARNER_DEFAULTS",
     "LEARNER_GRIDS", "LEARNER_PCA", "LEARNER_MIN_ITEMS", "POOLS", "load_train_config",
@@ -229,21 +229,45 @@ class WeakConfig(_Config):
 # ------------------------------------------------------------------------------------------
 # Stacking
 # ------------------------------------------------------------------------------------------
+#: The built-in stage-2 candidates of the stacking rule (see docs/mos.md, "The stacking rule").
+STACKING_CANDIDATES = ("best-member", "convex", "mean", "rank-mean", "greedy")
+
+
 class StackingConfig(_Config):
     """The ensemble over the members' out-of-fold predictions (see docs/mos.md, "The stacking rule")."""
 
+    candidates: tuple[Literal["best-member", "convex", "mean", "rank-mean", "greedy"], ...] = (
+        "best-member", "convex", "mean")
+    """Built-in stage-2 candidates: ``best-member`` (the member with the best SRCC), ``convex`` (non-negative weights summing to one, least squares), ``mean`` (equal weights over the ``mean_members`` best), ``rank-mean`` (the mean of their ranks, mapped onto the ``mean`` candidate's scale), ``greedy`` (Caruana's forward ensemble selection on SRCC)."""
     stage2: tuple[LearnerSpec, ...] = ()
-    """Extra stage-2 learners on the standardised out-of-fold columns of the kept members (``nnls``, ``ridge``, ``gp``...), candidates beside the built-in ``best-member``, ``convex`` and ``mean``."""
+    """Extra stage-2 learners on the standardised out-of-fold columns of the kept members (``nnls``, ``ridge``, ``gp``...), candidates beside the built-in ones."""
     min_corr: float = Field(0.0, ge=-1.0, lt=1.0)
     """A member enters only when its out-of-fold Pearson correlation with the labels is above this (an undefined one never enters)."""
     max_members: int = Field(5, ge=1)
     """At most this many members enter, the best by out-of-fold SRCC."""
     mean_members: int = Field(5, ge=1)
-    """The ``mean`` candidate averages this many best members (chosen by out-of-fold SRCC) with equal weights."""
-    stage3: Literal["equal", "convex"] = "equal"
-    """How stage 3 weighs its candidates: ``equal`` (the default: with ~100 items, fitted weights lose to equal ones out of sample) or ``convex`` (least squares on their out-of-fold predictions)."""
-    shrink: float = Field(0.0, ge=0.0, le=1.0)
-    """Stage 3 weights are moved this share of the way towards the best member alone."""
+    """The ``mean`` and ``rank-mean`` candidates average this many best members (chosen by out-of-fold SRCC)."""
+    stage3: Literal["equal", "convex", "select"] = "equal"
+    """How stage 3 weighs the candidates: ``equal`` (their mean), ``convex`` (least squares on their out-of-fold predictions) or ``select`` (the one with the best out-of-fold SRCC)."""
+    shrink: Union[float, Literal["cv"]] = 0.0
+    """Stage 3 weights are moved this share of the way towards ``best-member`` alone; ``cv``: the share (0, 0.25, 0.5, 0.75 or 1) with the best out-of-fold SRCC."""
+
+    @field_validator("shrink")
+    @classmethod
+    def _shrink(cls, v):
+        if not isinstance(v, str) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"shrink must be cv or a share in [0, 1] (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "StackingConfig":
+        if not self.candidates and not self.stage2:
+            raise ValueError("give at least one candidate (candidates or stage2)")
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"candidates repeated: {list(self.candidates)}")
+        if self.shrink and "best-member" not in self.candidates:
+            raise ValueError("shrink moves weights towards best-member: add it to candidates")
+        return self
 
 
 # ------------------------------------------------------------------------------------------

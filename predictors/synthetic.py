@@ -178,8 +178,47 @@ LISTENING_CONDITIONS: tuple[TestCondition, ...] = (
 )
 
 
+def emodel_quality(cond: TestCondition) -> float:
+    """A second hidden quality, 0-100, unlike :meth:`TestCondition.quality`: additive
+    impairments on a transmission rating ``R = 93.2 - I_noise - I_bw - I_dist`` (the shape of
+    the ITU-T G.107 E-model; our impairment curves, not the standard's), mapped to a 1-4.5
+    MOS by G.107's cubic ``1 + 0.035 R + 7e-6 R (R - 60) (100 - R)`` and rescaled to 0-100.
+    Noise impairs along a steeper logistic centred at 10 dB (babble twice as much), bandwidth
+    linearly in octaves below 7 kHz, distortion exponentially in mu-law bits and clipping level.
+    A designed truth for checking that a stacking rule generalises; not a model of any test."""
+    i_noise = 0.0
+    if cond.noise:
+        i_noise = 55.0 / (1.0 + np.exp((cond.snr_db - 10.0) / 2.5)) * (2.0 if cond.noise == "babble" else 1.0)
+    i_bw = 14.0 * max(0.0, float(np.log2(7000.0 / cond.cutoff_hz))) if cond.cutoff_hz else 0.0
+    i_dist = 0.0
+    if cond.clip:
+        i_dist = max(i_dist, 60.0 * np.exp(-4.0 * cond.clip))
+    if cond.mulaw_bits:
+        i_dist = max(i_dist, 80.0 * np.exp(-0.6 * (cond.mulaw_bits - 2)))
+    r = float(np.clip(93.2 - i_noise - i_bw - i_dist, 0.0, 100.0))
+    mos = 1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)
+    return float(100.0 * (mos - 1.0) / 3.5)
+
+
+#: The conditions of the second generator (:data:`LISTENING_B`): other degradations and
+#: parameters than :data:`LISTENING_CONDITIONS`. Hidden qualities (:func:`emodel_quality`):
+#: 97.4, 97.3, 82.0, 58.7, 77.4, 86.4, 80.8, 87.4 - most above 75 with three near-ties, near the
+#: top of the scale where ratings of 0-100 saturate.
+LISTENING_CONDITIONS_B: tuple[TestCondition, ...] = (
+    TestCondition("clean"),
+    TestCondition("white24", noise="white", snr_db=24),
+    TestCondition("white12", noise="white", snr_db=12),
+    TestCondition("babble12", noise="babble", snr_db=12),
+    TestCondition("lp2k5", cutoff_hz=2500),
+    TestCondition("mulaw5", mulaw_bits=5),
+    TestCondition("clip30", clip=0.3),
+    TestCondition("lp4k-white20", cutoff_hz=4000, noise="white", snr_db=20),
+)
+
+
 def listening_test(clips: Sequence[Clip], out_dir: str | Path, *,
-                   conditions: Sequence[TestCondition] = LISTENING_CONDITIONS, listeners: int = 24,
+                   conditions: Sequence[TestCondition] = LISTENING_CONDITIONS,
+                   quality: Callable[[TestCondition], float] = TestCondition.quality, listeners: int = 24,
                    ratings_per_clip: int = 8, sentence_sd: float = 8.0, listener_bias_sd: float = 8.0,
                    listener_slope_sd: float = 0.15, rating_sd: float = 15.0, seed: int = 0) -> Path:
     """Write every clip under every condition and a SHEET CSV of simulated listener ratings
@@ -187,7 +226,7 @@ def listening_test(clips: Sequence[Clip], out_dir: str | Path, *,
 
     A rating of clip ``c`` (sentence ``s``) by listener ``l`` is
     ``clip(50 + slope_l * (q_c + offset_s - 50) + bias_l + noise, 0, 100)``, rounded, with
-    ``q_c`` the condition's :meth:`TestCondition.quality`, a per-sentence offset
+    ``q_c`` the condition's ``quality`` (default :meth:`TestCondition.quality`), a per-sentence offset
     (``sentence_sd``: content that listeners like or not, invisible in the degradation), a
     per-listener bias and slope (scale use), and rating noise; each clip is rated by
     ``ratings_per_clip`` listeners drawn from ``listeners``. Columns: ``wav_path, system_id``
@@ -212,7 +251,7 @@ def listening_test(clips: Sequence[Clip], out_dir: str | Path, *,
             rel = Path("wav") / cond.name / f"{clip.id}.wav"
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(out_dir / rel, y, SR, subtype="PCM_16")
-            q = cond.quality() + offsets[k]
+            q = quality(cond) + offsets[k]
             for lis in rng.choice(listeners, ratings_per_clip, replace=False):
                 r = 50.0 + slope[lis] * (q - 50.0) + bias[lis] + rng.normal(0.0, rating_sd)
                 rows.append([rel.as_posix(), cond.name, f"{cond.name}-{clip.id}", f"L{lis:02d}",
@@ -224,6 +263,13 @@ def listening_test(clips: Sequence[Clip], out_dir: str | Path, *,
         w.writerow(["wav_path", "system_id", "sample_id", "listener_id", "score", "speaker", "sentence", "quality"])
         w.writerows(rows)
     return path
+
+
+#: The second generator: other conditions, another non-linearity (:func:`emodel_quality`),
+#: more rating noise, more scale use, fewer ratings per clip and smaller sentence offsets.
+#: Used only to check that a stacking rule chosen on the first generator generalises.
+LISTENING_B = dict(conditions=LISTENING_CONDITIONS_B, quality=emodel_quality, ratings_per_clip=6,
+                   sentence_sd=5.0, listener_bias_sd=10.0, listener_slope_sd=0.25, rating_sd=20.0)
 
 
 def listening_test_config(csv_path: str | Path, *, seed: int = 0, cache: str = "off") -> dict:

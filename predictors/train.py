@@ -49,7 +49,8 @@ from .config import (
 )
 from .data import AudioBank, domain_of, groups_of, load_data
 from .evaluate import evaluate
-from .stacking import BEST, Stack, fit_stack, make_folds
+from .nested import OuterFold, StageOne, nested_estimate
+from .stacking import fit_stack, make_folds
 from .weak.features import FeatureExtractor
 from .weak.learners import Learner
 
@@ -236,13 +237,16 @@ def train_bundle(
     train_set=None,
     validate: bool = True,
     say: Callable[[str], None] = lambda m: log.info(m),
+    on_stage_one: Callable[[StageOne], None] | None = None,
 ) -> MOSBundle:
     """Train everything ``cfg`` describes and write the bundle to ``out``.
 
     ``train_set``: an already-built :class:`~speechqe.manifest.SpeechSet` instead of
     ``cfg.train`` (used by the acceptance sets). ``validate``: evaluate the finished bundle on
     ``cfg.valid`` (:func:`validate_bundle`) before returning; an orchestrator that runs that
-    step on its own passes ``False``.
+    step on its own passes ``False``. ``on_stage_one``: called with the members' stage-1
+    predictions (:class:`~speechqe.predictors.nested.StageOne`) before the nested estimate, e.g.
+    to save them and compare stacking rules without refitting a member.
     """
     t_start = time.time()
     _say = say
@@ -404,10 +408,12 @@ def train_bundle(
     stack = fit_stack(Z, y, columns, folds, cfg.stacking, score_range=cfg.score_range, groups=groups)
     say(f"ensemble: {len(stack.used)} of {len(columns)} members enter (best: {stack.best}); stage 3 "
         + ", ".join(f"{k} {v:.2f}" for k, v in stack.weights.items()))
-    nested_report = _nested(cfg, stack_cfg=cfg.stacking, nested=nested, note=nested_note, preds=preds,
-                            columns=columns, nested_keys=nested_keys if nested else None,
-                            outer_keys=outer_keys if nested else None, y=y, groups=groups,
-                            systems=systems, say=say)
+    s1 = stage_one(cfg, nested=nested, preds=preds, columns=columns, Z=Z, folds=folds,
+                   nested_keys=nested_keys if nested else None, outer_keys=outer_keys if nested else None,
+                   y=y, groups=groups, systems=systems)
+    if on_stage_one is not None:
+        on_stage_one(s1)
+    nested_report = _nested(s1, cfg.stacking, nested_note, say)
 
     bundle = MOSBundle(meta={})
     for m in members:
@@ -469,19 +475,13 @@ def _assemble(pred: dict[str, np.ndarray], folds: list[Fold], keys: list[str], n
     return out
 
 
-def _nested(cfg: MOSTrainConfig, *, stack_cfg: StackingConfig, nested: NestedPlan | None, note: str,
-            preds, columns, nested_keys, outer_keys, y, groups, systems, say) -> dict[str, Any]:
-    """Run the stacking inside every outer fold and score its predictions of that fold."""
-    if nested is None:
-        return {"status": note}
-    t0 = time.time()
-    n = len(y)
-    groups = np.asarray(groups)
-    ens = np.full(n, np.nan)
-    member_out = {c: np.full(n, np.nan) for c in columns}
-    cand_out: dict[str, np.ndarray] = {}
-    chosen = []
-    for o, ((otr, ote), inner, keys, okey) in enumerate(zip(nested.outer, nested.inner, nested_keys, outer_keys)):
+def stage_one(cfg: MOSTrainConfig, *, nested: NestedPlan | None, preds, columns, Z, folds,
+              nested_keys, outer_keys, y, groups, systems) -> StageOne:
+    """Collect what the ensemble and its nested estimate are fit on (:class:`StageOne`) from
+    the members' predictions on the fit plan's training sets."""
+    outer = []
+    for (otr, ote), inner, keys, okey in zip(nested.outer if nested else [], nested.inner if nested else [],
+                                              nested_keys or [], outer_keys or []):
         pos = {int(i): p for p, i in enumerate(otr)}
         Zin = np.full((len(otr), len(columns)), np.nan)
         for (tr, te), k in zip(inner, keys):
@@ -489,38 +489,31 @@ def _nested(cfg: MOSTrainConfig, *, stack_cfg: StackingConfig, nested: NestedPla
             for j, c in enumerate(columns):
                 Zin[rows, j] = preds[c][k][te]
         local = [(np.array([pos[int(i)] for i in tr]), np.array([pos[int(i)] for i in te])) for tr, te in inner]
-        try:
-            st: Stack = fit_stack(Zin, y[otr], columns, local, stack_cfg, score_range=cfg.score_range,
-                                  groups=groups[otr])
-        except ConfigError as exc:
-            return {"status": f"failed in outer fold {o + 1}: {exc}"}
         Zout = np.column_stack([preds[c][okey][ote] for c in columns])
-        ens[ote] = st.predict(Zout)
-        for j, c in enumerate(columns):
-            member_out[c][ote] = Zout[:, j]
-        for name, p in st.candidate_predict(Zout).items():
-            cand_out.setdefault(name, np.full(n, np.nan))[ote] = p
-        chosen.append({"best": st.best, "used": st.used, "weights": st.weights})
-    ev = {c: evaluate(y, p, systems, bootstrap=0).to_dict() for c, p in member_out.items()}
-    best = max(columns, key=lambda c: _nan_to(ev[c]["utterance"]["SRCC"], -2.0))
-    ens_ev = evaluate(y, ens, systems, bootstrap=0).to_dict()
-    cand_ev = {}
-    for name, p in cand_out.items():
-        ok = np.isfinite(p)
-        if ok.all():
-            cand_ev[name] = evaluate(y, p, systems, bootstrap=0).to_dict()
-    delta = ens_ev["utterance"]["SRCC"] - ev[best]["utterance"]["SRCC"]
-    say(f"nested estimate ({len(nested.outer)} outer folds, {len(nested.inner[0])} inner): ensemble "
-        f"utterance SRCC {ens_ev['utterance']['SRCC']:.3f}, best member {best} "
-        f"{ev[best]['utterance']['SRCC']:.3f} ({delta:+.3f}); system SRCC "
-        f"{ens_ev['system']['SRCC']:.3f} vs {ev[best]['system']['SRCC']:.3f} ({time.time() - t0:.1f} s)")
-    return {"status": "done", "outer_folds": len(nested.outer), "inner_folds": len(nested.inner[0]),
-            "ensemble": ens_ev, "members": ev, "stage2": cand_ev, "best_member": best,
-            "ensemble_minus_best_srcc": delta, "folds": chosen, "label_variance": float(np.var(y))}
+        outer.append(OuterFold(np.asarray(otr), np.asarray(ote), local, Zin, Zout))
+    return StageOne(list(columns), np.asarray(y, dtype=np.float64), np.asarray(groups), np.asarray(systems),
+                    Z, list(folds), outer, tuple(cfg.score_range))
 
 
-def _nan_to(x, v):
-    return v if x is None or not np.isfinite(x) else x
+def _nested(s1: StageOne, stack_cfg: StackingConfig, note: str, say) -> dict[str, Any]:
+    """The nested estimate's report (:func:`~speechqe.predictors.nested.nested_estimate`),
+    or why there is none."""
+    if not s1.outer:
+        return {"status": note}
+    t0 = time.time()
+    try:
+        rep = nested_estimate(s1, stack_cfg)
+    except ConfigError as exc:
+        return {"status": f"failed in {exc}"}
+    e, best = rep["ensemble"], rep["best_member"]
+    m = rep["members"][best]
+    say(f"nested estimate ({rep['outer_folds']} outer folds, {rep['inner_folds']} inner): ensemble "
+        f"utterance SRCC {e['utterance']['SRCC']:.3f}, member chosen by CV "
+        f"{rep['cv_member']['utterance']['SRCC']:.3f} ({rep['ensemble_minus_cv_member_srcc']:+.3f}), "
+        f"best member in hindsight {best} {m['utterance']['SRCC']:.3f} "
+        f"({rep['ensemble_minus_best_srcc']:+.3f}); system SRCC {e['system']['SRCC']:.3f} vs "
+        f"{m['system']['SRCC']:.3f} ({time.time() - t0:.1f} s)")
+    return rep
 
 
 def finished_bundle(cfg: MOSTrainConfig, out: str | Path, *, base: Path | None = None,
@@ -613,7 +606,8 @@ def validate_bundle(cfg: MOSTrainConfig, out: str | Path, *, base: Path | None =
 def report_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The metrics recorded in a bundle's report as rows: every member's out-of-fold metrics
     with its status and ensemble share, the stage-2 candidates' out-of-fold metrics, the
-    ensemble's nested estimate, then the validation metrics (when validated). Keys: ``data``,
+    ensemble's nested estimate and that of the best member chosen by CV (each outer fold's
+    choice, without stacking), then the validation metrics (when validated). Keys: ``data``,
     ``learner``, ``status``, ``weight``, ``n_items`` and ``utt_MSE``, ``utt_LCC``,
     ``utt_SRCC``, ``utt_KTAU``, ``sys_SRCC``."""
     report = meta.get("report") or {}
@@ -636,6 +630,8 @@ def report_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
     nested = report.get("nested") or {}
     if nested.get("status") == "done":
         row("train (nested)", "ensemble", nested["ensemble"], "", None)
+        if "cv_member" in nested:
+            row("train (nested)", "best member chosen by CV", nested["cv_member"], "", None)
     for k, v in (report.get("valid") or {}).items():
         row("valid", k, v)
     return rows
