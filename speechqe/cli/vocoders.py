@@ -129,10 +129,20 @@ def resynth(
     speech_set: Path = typer.Argument(..., help="the originals (folder, .jsonl or .csv)"),
     codebook: List[Path] = typer.Option(..., "--codebook", "-c",
                                         help="one per pair (repeat, aligned with --vocoder)"),
-    vocoder: List[Path] = typer.Option(..., "--vocoder", "-v",
-                                       help="unit HiFi-GAN checkpoint file or folder"),
+    vocoder: List[str] = typer.Option(..., "--vocoder", "-v",
+                                      help="unit HiFi-GAN checkpoint file or folder, a WORLD "
+                                      "unit vocoder (.safetensors), or 'world' / 'knn' "
+                                      "(training-free, fitted on --fit)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts (for WER/CER)"),
+    fit: Optional[Path] = typer.Option(None, "--fit", help="speech set that 'world' is fitted "
+                                       "on (unit statistics), or the target speaker's matching "
+                                       "set for 'knn'"),
+    f0: str = typer.Option("source", "--f0", help="world: F0 from the 'source', predicted "
+                           "from the 'units', or a folder of contours <id>.npy|.txt|.csv"),
+    knn_k: int = typer.Option(4, "--knn-k", help="knn: neighbours averaged per frame"),
+    knn_inputs: str = typer.Option("continuous", "--knn-inputs",
+                                   help="knn: 'continuous' features or the codebook 'units'"),
     metrics: Optional[str] = typer.Option(None, help="comma-separated metrics (default: the "
                                           "registered ones among WER, CER, MCD, F0, speaker "
                                           "similarity, DNSMOS, DistillMOS, UTMOS)"),
@@ -163,22 +173,25 @@ def resynth(
 
         if len(codebook) != len(vocoder):
             raise ConfigError("give one --codebook per --vocoder (pairs in order)")
-        check_pairs(codebook, vocoder)
+        check_pairs(codebook, vocoder, fit)
         names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+        opts = ResynthOptions(dedup=dedup or predict_durations,
+                              durations="predict" if predict_durations else "keep",
+                              batch_size=batch_size, device=device, f0=f0, knn_k=knn_k,
+                              knn_inputs=knn_inputs)
         if flow:
             if no_score or workers != 1:
                 raise ConfigError("--flow always scores, on the flow's task runner: drop "
                                   "--no-score and --workers")
             result, rows = _resynth_flow(speech_set, codebook, vocoder, out, text, names, dedup,
-                                         predict_durations, db, device, batch_size)
+                                         predict_durations, db, device, batch_size, fit, opts)
         else:
             sset = _load_set(speech_set, text)
+            fit_set = _load_set(fit, None) if fit is not None else None
             outs = []
             for k, (cb_path, voc_path) in enumerate(zip(codebook, vocoder)):
-                cb, src, voc = load_pair(cb_path, voc_path, device=device)
-                opts = ResynthOptions(dedup=dedup or predict_durations,
-                                      durations="predict" if predict_durations else "keep",
-                                      batch_size=batch_size, device=device)
+                cb, src, voc = load_pair(cb_path, voc_path, device=device, fit_set=fit_set,
+                                         opts=opts, save_dir=pair_dir(out, k))
                 res = resynthesize(sset, src, cb, voc, pair_dir(out, k), opts)
                 console.print(f"{res.system}: {len(res.speech_set) - len(res.errors)} written, "
                               f"{len(res.errors)} errors -> {res.out_dir}", highlight=False)
@@ -200,13 +213,13 @@ def resynth(
     for c in cols:
         t.add_column(c, justify="right" if c != "system" else "left")
     for r in rows:
-        t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, ""))
-                    for c in cols])
+        t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else
+                    "–" if c in r and r[c] is None else str(r.get(c, "")) for c in cols])
     console.print(t)
 
 
 def _resynth_flow(speech_set, codebook, vocoder, out, text, metrics, dedup, predict_durations,
-                  db, device, batch_size):
+                  db, device, batch_size, fit, opts):
     """Run the resynthesis-eval flow (it writes comparison.json); print each pair's status."""
     from speechqe.cli.flows import load_flows
 
@@ -215,6 +228,7 @@ def _resynth_flow(speech_set, codebook, vocoder, out, text, metrics, dedup, pred
         vocoders=[str(v) for v in vocoder], out=str(out), store=str(db) if db else None,
         metrics=metrics, transcripts=str(text) if text else None, device=device, dedup=dedup,
         predict_durations=predict_durations, batch_size=batch_size,
+        fit=str(fit) if fit else None, f0=opts.f0, knn_k=opts.knn_k, knn_inputs=opts.knn_inputs,
     )
     for p in summary["pairs"]:
         console.print(f"{p['system']}: {p['status']}, {p['n_items'] - p['n_errors']} written, "

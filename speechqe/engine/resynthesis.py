@@ -73,8 +73,10 @@ def comparison_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per system: bitrates beside the mean of every metric (``n_errors`` kept)."""
     rows: dict[str, dict[str, Any]] = {}
     for system, br in result["bitrates"].items():
-        rows[system] = {"system": system, "nominal_bps": br["nominal_bps"],
-                        "empirical_bps": br["empirical_bps"], "dedup_bps": br["dedup_bps"]}
+        # continuous-feature systems (kNN-VC) send no units: no bitrate (None, never 0)
+        rows[system] = {"system": system,
+                        **{k: (br or {}).get(k) for k in ("nominal_bps", "empirical_bps",
+                                                          "dedup_bps")}}
     for a in result["aggregates"]:
         if a["system"] == "ALL" or a["system"] not in rows:
             continue
@@ -92,7 +94,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], title: str = "Resynth
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "NaN" if math.isnan(v) else f"{v:.3f}"
-        return "" if v is None else str(v).replace("|", "\\|").replace("_", "\\_")
+        return "–" if v is None else str(v).replace("|", "\\|").replace("_", "\\_")
 
     head = [c.replace("_", "\\_") for c in cols]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |",
