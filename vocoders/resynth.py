@@ -482,6 +482,23 @@ def load_outputs(outputs: Sequence[str | Path], name: str = "resynthesis"
     return allset, bitrates
 
 
+def write_originals_output(output: str | Path, out_dir: str | Path) -> Path:
+    """The originals behind a resynthesis output folder as one more output (system
+    ``original``, each item its own reference, no bitrate): the ceiling row of a comparison."""
+    out_set, _ = load_result(output)
+    items = [describe_file(it.ref_path, item_id=f"original/{it.get('source_id')}",
+                           system="original", ref_path=it.ref_path, ref_sha256=it.ref_sha256,
+                           text=it.text, speaker=it.speaker,
+                           extra=(("source_id", it.get("source_id")),))
+             for it in out_set if it.ref_path]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    SpeechSet(tuple(items), name="originals", source=str(out_dir)).to_jsonl(
+        out_dir / "manifest.jsonl")
+    (out_dir / "bitrate.json").write_text(json.dumps({"system": "original", "bitrate": None}))
+    return out_dir
+
+
 def combine_outputs(outputs: Sequence[str | Path], path: str | Path,
                     name: str = "resynthesis") -> Path:
     """Write the :func:`load_outputs` set as one manifest (read back as it is, hashes

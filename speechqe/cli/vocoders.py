@@ -124,6 +124,59 @@ def units_encode(
         Path(str(out) + ".bitrate.json").write_text(json.dumps(br.to_dict(), indent=2))
 
 
+def _csv(text: str, cast=str) -> list:
+    try:
+        return [cast(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"not a comma-separated list of {cast.__name__}: {text!r}") from None
+
+
+@units_app.command("sweep")
+def units_sweep(
+    speech_set: Path = typer.Argument(..., help="held-out originals (folder, .jsonl or .csv)"),
+    fit: Path = typer.Option(..., "--fit", help="speech set the codebooks and the vocoder's "
+                             "statistics are fitted on"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (one sub-folder per "
+                             "setting; sweep.json, sweep.csv, sweep.md)"),
+    encoders: str = typer.Option("whisper-tiny.en,whisper-ct2,logmel", "--encoders",
+                                 help="comma-separated encoder specs (ssl:<checkpoint> too)"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="comma-separated hidden states "
+                                         "for encoders with several (default: the last)"),
+    ks: str = typer.Option("50,100,200,500,1000", "--k", help="comma-separated codebook sizes"),
+    vocoder: str = typer.Option("world", "--vocoder", help="training-free vocoder: world"),
+    f0: str = typer.Option("source", "--f0", help="source or units"),
+    text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts of the held-out "
+                                        "set (for WER/CER)"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated (default: wer, cer, "
+                                          "mcd, f0, speaker_sim, dnsmos)"),
+    epochs: int = typer.Option(10, help="k-means passes"),
+    no_originals: bool = typer.Option(False, "--no-originals", help="leave out the originals' "
+                                      "row"),
+    db: Optional[Path] = typer.Option(None, help="results store (default: OUT/sweep.duckdb)"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Fit, encode, resynthesise held-out items and score every tokenizer setting (encoder x
+    layer x K) with a training-free vocoder: one rate-quality table."""
+    try:
+        from speechqe.config import validate
+        from speechqe.engine.sweep import SweepConfig, run_sweep, table_markdown
+
+        data = {"encoders": _csv(encoders), "ks": _csv(ks, int), "vocoder": vocoder, "f0": f0,
+                "epochs": epochs, "originals": not no_originals, "device": device}
+        if layers:
+            data["layers"] = _csv(layers, int)
+        if metrics:
+            data["metrics"] = _csv(metrics)
+        cfg = validate(SweepConfig, data, "units sweep")
+        summary = run_sweep(_load_set(speech_set, text), _load_set(fit, None), cfg, out, db,
+                            log=lambda m: console.print(m, highlight=False))
+    except SpeechQEError as exc:
+        fail(exc)
+    console.print(table_markdown(summary["rows"]), highlight=False)
+    console.print(f"run {summary['run_id']}: {summary['settings']} settings -> {out}/sweep.md",
+                  highlight=False)
+
+
 @app.command("resynth")
 def resynth(
     speech_set: Path = typer.Argument(..., help="the originals (folder, .jsonl or .csv)"),
