@@ -211,9 +211,16 @@ def resynth(
                               "docs/orchestration.md)"),
 ) -> None:
     """Speech set -> units -> waveform -> scores against the originals, one row per
-    tokenizer/vocoder pair with its bitrate."""
+    tokenizer/vocoder pair with its bitrate. With '--vocoder knn --fit TARGET' the items are
+    converted to the target's voice, and the row adds speaker similarity to the target (the
+    --fit set's mean embedding) vs to the source (each item's original)."""
     try:
-        from speechqe.engine.resynthesis import choose_metrics, comparison_table, score_outputs
+        from speechqe.engine.resynthesis import (
+            choose_metrics,
+            comparison_table,
+            conversion_similarity,
+            score_outputs,
+        )
         from speechqe.vocoders.resynth import (
             COMPARISON_NAME,
             STORE_NAME,
@@ -241,7 +248,7 @@ def resynth(
         else:
             sset = _load_set(speech_set, text)
             fit_set = _load_set(fit, None) if fit is not None else None
-            outs = []
+            outs, conversions = [], {}
             for k, (cb_path, voc_path) in enumerate(zip(codebook, vocoder)):
                 cb, src, voc = load_pair(cb_path, voc_path, device=device, fit_set=fit_set,
                                          opts=opts, save_dir=pair_dir(out, k))
@@ -249,6 +256,8 @@ def resynth(
                 console.print(f"{res.system}: {len(res.speech_set) - len(res.errors)} written, "
                               f"{len(res.errors)} errors -> {res.out_dir}", highlight=False)
                 outs.append(res.out_dir)
+                if str(voc_path) == "knn" and not no_score:
+                    conversions[res.system] = conversion_similarity(res.speech_set, fit_set)
             if no_score:
                 return
             names, missing = choose_metrics(names)
@@ -258,6 +267,12 @@ def resynth(
             result = score_outputs(outs, names, db or out / STORE_NAME, device=device,
                               workers=workers)
             rows = comparison_table(result)
+            for r in rows:  # kNN-VC: speaker similarity to the target (--fit) vs the source
+                if r["system"] in conversions:
+                    c = conversions[r["system"]]
+                    r.update(sim_to_target=c["mean_sim_target"],
+                             sim_to_source=c["mean_sim_source"],
+                             target_closer=c["target_closer"])
             (out / COMPARISON_NAME).write_text(json.dumps(rows, indent=2))
     except SpeechQEError as exc:
         fail(exc)

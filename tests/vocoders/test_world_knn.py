@@ -281,6 +281,9 @@ def test_cli_resynth_world_and_knn(tmp_path, voice_sets, toy_metrics):
     rows = json.loads((tmp_path / "rs" / "comparison.json").read_text())
     assert [row["system"].rsplit("-", 1)[1] for row in rows] == ["world", "knn4"]
     assert rows[0]["nominal_bps"] > 0 and rows[1]["nominal_bps"] is None
+    # the conversion row compares speaker similarity to the target and to the source
+    assert -1 <= rows[1]["sim_to_target"] <= 1 and -1 <= rows[1]["sim_to_source"] <= 1
+    assert 0 <= rows[1]["target_closer"] <= 1 and "sim_to_target" not in rows[0]
     assert all("toy_peak_db" in row for row in rows)
     r = runner.invoke(app, ["resynth", a, "-c", str(cb_path), "-v", "world",
                             "-o", str(tmp_path / "rs2")])
@@ -288,3 +291,21 @@ def test_cli_resynth_world_and_knn(tmp_path, voice_sets, toy_metrics):
     r = runner.invoke(app, ["resynth", a, "-c", str(cb_path), "-v", "world", "--fit", a,
                             "--f0", "nowhere", "-o", str(tmp_path / "rs3")])
     assert r.exit_code == 2 and "f0 must be" in r.output
+
+
+def test_conversion_similarity_counts_items_closer_to_the_target(tmp_path, voice_sets):
+    """With outputs that *are* B's utterances (ref: A's), every item is closer to B."""
+    from speechqe.engine.resynthesis import conversion_similarity
+    from speechqe.manifest import SpeechSet
+
+    outs = SpeechSet(tuple(b.replace(ref_path=a.path) for a, b in
+                           zip(voice_sets["A"], voice_sets["B"])), name="outs")
+    sim = conversion_similarity(outs, voice_sets["B"])
+    assert sim["n"] == 3 and sim["target_closer"] == 1.0
+    assert sim["mean_sim_target"] > sim["mean_sim_source"]
+    back = conversion_similarity(outs, voice_sets["A"], source_refs={
+        it.id: voice_sets["B"] for it in outs})
+    assert back["target_closer"] == 0.0
+    broken = SpeechSet((outs.items[0].replace(path=str(tmp_path / "gone.wav")),), name="x")
+    res = conversion_similarity(broken, voice_sets["B"])
+    assert res["n"] == 0 and res["n_errors"] == 1 and np.isnan(res["mean_sim_target"])
