@@ -1,7 +1,8 @@
 """Features for the tokenizer, from the shared encoder layer (:mod:`speechqe.encoders`).
 
 An encoder is named by a spec string (``'whisper-ct2'``, ``'whisper-ct2:whisper-tiny.en-ct2'``,
-``'ssl:/path/hubert.pt'``, ``'logmel'``) or an encoder-spec dict, and a layer (``None``: the
+``'ssl:/path/hubert.pt'``, ``'logmel'``, ``'whisper-tiny.en'``, a fitted layer interface
+``'aggregate:/path/interface.safetensors'``) or an encoder-spec dict, and a layer (``None``: the
 last hidden state). Each item is decoded once, resampled once to the encoder's rate, encoded
 once and stored in the content-keyed feature cache, so k-means epochs after the first and the
 later ``units encode`` read features from disk instead of running the encoder again.
@@ -109,7 +110,13 @@ def load_feature_source(encoder: str | dict, layer: int | None = None, *, device
         from speechqe.encoders import FeatureCache, load_encoder
     except ImportError as exc:  # pragma: no cover - the encoder layer ships with speechqe
         raise ConfigError(f"the shared encoder layer is unavailable: {exc}") from exc
-    enc = load_encoder(encoder, device=device)
+    if isinstance(encoder, str) and encoder.startswith("aggregate:"):
+        # a fitted layer interface over all of an encoder's hidden states
+        from speechqe.encoders.aggregate import load_aggregated_encoder
+
+        enc = load_aggregated_encoder(encoder.split(":", 1)[1], device=device)
+    else:
+        enc = load_encoder(encoder, device=device)
     src = FeatureSource(enc, layer, FeatureCache(cache_dir, enabled=use_cache), spec=encoder)
     src.resolved_layer  # validates the layer now, not after minutes of work
     return src

@@ -105,3 +105,4 @@ def test_file_round_trip_and_aggregated_encoder(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     with pytest.raises(ConfigError, match="not a layer aggregator"):
         load_aggregator(tmp_path / "x.safetensors")
+
