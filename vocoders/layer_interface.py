@@ -38,10 +38,12 @@ def char_ids(text: str) -> list[int]:
 
 
 class InterfaceFitConfig(StrictModel):
-    """How the interface is fitted (Adam on the CTC loss, full batch of the fit set)."""
+    """How the interface is fitted: AdamW on the CTC loss, ``batch_size`` utterances drawn at
+    random (seeded) each step."""
 
     aggregator: AggregatorConfig = AggregatorConfig()
     steps: int = Field(300, ge=1)
+    batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
@@ -102,12 +104,17 @@ def fit_ctc_interface(speech_set: Any, encoder: Any, cfg: InterfaceFitConfig = I
     targets = torch.tensor([c for _, y in pairs for c in y])
     tgt_len = torch.tensor([len(y) for _, y in pairs])
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), tgt_len]), 0)
+    gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     losses = []
     agg.train()
     for step in range(cfg.steps):
-        logp = head(agg(x)).log_softmax(-1).transpose(0, 1)  # (frames, batch, symbols)
-        loss = ctc(logp, targets, in_len, tgt_len)
+        pick = torch.randperm(len(pairs), generator=gen)[: cfg.batch_size].sort().values
+        t_b = int(in_len[pick].max())
+        logp = head(agg(x[pick, :, :t_b])).log_softmax(-1).transpose(0, 1)  # (T, B, symbols)
+        tgt = torch.cat([targets[offsets[i]:offsets[i + 1]] for i in pick.tolist()])
+        loss = ctc(logp, tgt, in_len[pick], tgt_len[pick])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -50,7 +50,7 @@ class SweepConfig(StrictModel):
 
     Attributes:
         encoders: encoder specs (``whisper-tiny.en``, ``whisper-ct2``, ``logmel``,
-            ``ssl:<checkpoint>``, ...).
+            ``ssl:<checkpoint>``, a fitted layer interface ``aggregate:<file>``, ...).
         layers: hidden states to try on encoders that have several; an encoder with one
             output (``whisper-ct2``, ``logmel``) is tried once. ``None``: each encoder's last.
         ks: codebook sizes.
@@ -125,8 +125,8 @@ def run_sweep(heldout: SpeechSet, fit: SpeechSet, cfg: SweepConfig, out: str | P
         ConfigError: bad settings, an encoder that cannot be loaded, a layer out of range, a
             fit set too small for a K.
     """
-    from speechqe.encoders import FeatureCache, load_encoder
-    from speechqe.vocoders.features import FeatureSource
+    from speechqe.encoders import FeatureCache
+    from speechqe.vocoders.features import FeatureSource, load_any_encoder
     from speechqe.vocoders.resynth import (
         ResynthOptions,
         finished_output,
@@ -148,7 +148,7 @@ def run_sweep(heldout: SpeechSet, fit: SpeechSet, cfg: SweepConfig, out: str | P
     outputs: list[Path] = []
     setting_of: dict[str, dict[str, Any]] = {}
     for spec in cfg.encoders:
-        encoder = load_encoder(spec, device=cfg.device)
+        encoder = load_any_encoder(spec, device=cfg.device)
         for layer in _layers_of(encoder, cfg.layers):
             src = FeatureSource(encoder, layer, cache, spec=spec)
             for k in cfg.ks:
