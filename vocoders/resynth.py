@@ -616,8 +616,7 @@ def load_vocoder(vocoder: str | Path, *, codebook: Codebook, source: FeatureSour
 
         from .world import WorldAnalysisConfig, WorldAnalyzer, fit_world_vocoder
 
-        request = vocoder_request_id(v, codebook, fit_set, opts)
-        assert fit_set is not None  # checked by vocoder_request_id
+        request = vocoder_request_id(v, codebook, fit_set, opts)  # refuses fit_set=None
         if v == "world":
             analyzer = WorldAnalyzer(WorldAnalysisConfig(), FeatureCache())
             voc: Any = fit_world_vocoder(fit_set, source, codebook, analyzer=analyzer,
