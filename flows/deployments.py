@@ -20,16 +20,17 @@ Unknown keys are errors.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Optional, Sequence
 
+from pydantic import Field, model_validator
+
+from speechqe.config import Float, StrictModel, read_mapping, validate
 from speechqe.errors import ConfigError
 from speechqe.engine.evaluation import EvaluationConfig
 
 from .evaluate import evaluate_speech_set
 
-_WATCH_KEYS = {"name", "source", "cron", "interval_minutes", "timezone", "description"}
 #: Flow parameters a watch may set (everything the flow takes but its source and name).
 FLOW_PARAMETERS = tuple(
     p for p in inspect.signature(evaluate_speech_set.fn).parameters if p not in ("source", "name")
@@ -38,40 +39,66 @@ FLOW_PARAMETERS = tuple(
 SCHEDULED_DEFAULTS = {"skip_unchanged": True}
 
 
-@dataclass(frozen=True)
-class Watch:
-    """One scheduled evaluation: a source, a schedule, flow parameters."""
+class Watch(StrictModel):
+    """One scheduled evaluation: a source, a schedule, flow parameters.
 
-    name: str
-    source: str
-    cron: str | None = None
-    interval_minutes: float | None = None
+    In a watch file the flow parameters sit beside the watch's own keys (``suite: tts``); they
+    are gathered into :attr:`parameters` and validated as the flow would validate them
+    (:class:`~speechqe.engine.evaluation.EvaluationConfig`), when the file is loaded.
+
+    Attributes:
+        name: deployment and run name. source: folder, manifest or glob of manifests.
+        cron, interval_minutes: the schedule (exactly one of them).
+        timezone: of the schedule (IANA name).
+        parameters: ``(name, value)`` pairs of flow parameters (:data:`FLOW_PARAMETERS`).
+    """
+
+    name: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    cron: Optional[str] = None
+    interval_minutes: Optional[Annotated[Float, Field(gt=0)]] = None
     timezone: str = "UTC"
     description: str = ""
     parameters: tuple[tuple[str, Any], ...] = ()
 
-    def __post_init__(self) -> None:
-        if not self.name or not self.source:
-            raise ConfigError("a watch needs a name and a source")
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_parameters(cls, d: Any) -> Any:
+        if not isinstance(d, Mapping):
+            return d
+        own = {k: v for k, v in d.items() if k in cls.model_fields}
+        rest = {k: v for k, v in d.items() if k not in cls.model_fields}
+        unknown = [k for k in rest if k not in FLOW_PARAMETERS]
+        if unknown:
+            known = [k for k in cls.model_fields if k != "parameters"] + list(FLOW_PARAMETERS)
+            raise ValueError(f"unknown key(s) {', '.join(repr(k) for k in unknown)} "
+                             f"(known: {', '.join(known)})")
+        params = dict(own.pop("parameters", None) or ())
+        params.update(rest)
+        return {**own, "parameters": tuple(sorted(params.items()))}
+
+    @model_validator(mode="after")
+    def _schedule_and_flow(self) -> "Watch":
         if (self.cron is None) == (self.interval_minutes is None):
-            raise ConfigError(f"watch {self.name}: give exactly one of cron or interval_minutes")
-        if self.interval_minutes is not None and self.interval_minutes <= 0:
-            raise ConfigError(f"watch {self.name}: interval_minutes must be > 0")
+            raise ValueError("give exactly one of cron or interval_minutes")
         if self.cron is not None:
             from prefect.schedules import Cron
 
             try:
                 Cron(self.cron, timezone=self.timezone)
             except ValueError as exc:
-                raise ConfigError(f"watch {self.name}: bad schedule: {exc}") from None
-        bad = sorted(set(dict(self.parameters)) - set(FLOW_PARAMETERS))
-        if bad:
-            raise ConfigError(
-                f"watch {self.name}: unknown parameters {bad} (known: {', '.join(FLOW_PARAMETERS)})"
-            )
+                raise ValueError(f"cron: bad schedule: {exc}") from None
+        unknown = sorted(set(dict(self.parameters)) - set(FLOW_PARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown flow parameter(s) {unknown} "
+                             f"(known: {', '.join(FLOW_PARAMETERS)})")
         # Validate the flow parameters now, not at 2 a.m.
         cfg_keys = {k: v for k, v in self.flow_parameters().items() if k != "fail_on_regression"}
-        EvaluationConfig.create(**cfg_keys)
+        try:
+            EvaluationConfig.create(**cfg_keys, origin="")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     def flow_parameters(self) -> dict[str, Any]:
         return {**SCHEDULED_DEFAULTS, **dict(self.parameters), "source": self.source,
@@ -87,28 +114,31 @@ class Watch:
         return Interval(timedelta(minutes=self.interval_minutes), timezone=self.timezone)
 
 
+class WatchFile(StrictModel):
+    """The schema of a watch file: ``watches``, a list of watch mappings."""
+
+    watches: list[dict[str, Any]]
+
+
 def watch_from_dict(d: Mapping[str, Any], origin: str = "watch") -> Watch:
+    """A :class:`Watch` from one mapping of a watch file (or the command line's options);
+    ``origin`` is named in errors.
+
+    Raises:
+        ConfigError: an unknown key, a bad schedule, a bad flow parameter.
+    """
     if not isinstance(d, Mapping):
         raise ConfigError(f"{origin}: a watch is a mapping with name, source and a schedule")
-    fixed = {k: d[k] for k in _WATCH_KEYS if k in d}
-    params = tuple(sorted((k, v) for k, v in d.items() if k not in _WATCH_KEYS))
-    try:
-        return Watch(**fixed, parameters=params)
-    except TypeError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
+    return validate(Watch, d, origin)
 
 
 def load_watches(path: str | Path) -> list[Watch]:
     """Read a watch file (YAML: ``watches: [...]``)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such watch file: {path}")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict) or set(doc) != {"watches"} or not isinstance(doc["watches"], list):
-        raise ConfigError(f"{path}: a watch file is a mapping with one key, 'watches', a list")
-    watches = [watch_from_dict(w, f"{path} watch {k + 1}") for k, w in enumerate(doc["watches"])]
+    doc = validate(WatchFile, read_mapping(path, "watch file"), str(path))
+    watches = [watch_from_dict(w, f"{path} watch {k + 1}") for k, w in enumerate(doc.watches)]
     names = [w.name for w in watches]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: watch names must be unique ({names})")

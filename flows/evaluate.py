@@ -181,8 +181,9 @@ def _config_kwargs(p: dict[str, Any]) -> dict[str, Any]:
 _CONFIG_PARAMS = {
     "source", "suite", "metrics", "references", "transcripts", "store", "name", "system",
     "device", "chunk_size", "retry_errors", "skip_unchanged", "report", "report_dir",
-    "baseline", "regression_relative", "regression_thresholds", "gpu_slots", "max_in_flight",
-    "params",
+    "baseline", "regression_relative", "regression_thresholds", "regression_allow_missing",
+    "gpu_slots", "max_in_flight", "params", "format", "text_encoding", "allow_pipes",
+    "versa_config",
 }
 
 
@@ -260,18 +261,24 @@ def evaluate_speech_set(
     baseline: str | None = "auto",
     regression_relative: float = 0.01,
     regression_thresholds: dict[str, float] | None = None,
+    regression_allow_missing: bool = False,
     gpu_slots: int | None = None,
     max_in_flight: int = 64,
     params: dict[str, dict[str, Any]] | None = None,
     fail_on_regression: bool = False,
+    format: str = "auto",
+    text_encoding: str | None = None,
+    allow_pipes: bool = False,
+    versa_config: str | None = None,
 ) -> dict[str, Any]:
     """Score a speech set (folder, manifest or glob of manifests) into the results store,
     then write its HTML report and publish a summary.
 
     The parameters are those of :class:`speechqe.engine.evaluation.EvaluationConfig`, plus
-    ``fail_on_regression`` (fail the flow run after recording everything when the report flags
-    a regression, for alerting). Returns a small summary: run id, status, counts, report path,
-    regressions.
+    ``fail_on_regression`` (fail the flow run after recording everything when the regression
+    gate fails: a regression against the baseline, lost output of the baseline unless
+    ``regression_allow_missing``, or a baseline with nothing in common; for alerting). Returns
+    a small summary: run id, status, counts, report path, regressions, gate failures.
     """
     log = get_run_logger()
     cfg = EvaluationConfig.create(**_config_kwargs(locals()))
@@ -284,10 +291,10 @@ def evaluate_speech_set(
                           result.report, result.run_id)
     summary = result.as_dict()
     summary.pop("report_markdown", None)
-    if fail_on_regression and summary["regressions"]:
+    if fail_on_regression and summary["gate_failures"]:
         raise RuntimeError(
-            f"{len(summary['regressions'])} regression(s) against run {summary.get('baseline')}: "
-            + ", ".join(f"{r['system']}/{r['metric']}" for r in summary["regressions"])
+            f"regression gate against run {summary.get('baseline')} failed: "
+            + "; ".join(summary["gate_failures"])
         )
     return summary
 

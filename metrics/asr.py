@@ -26,9 +26,9 @@ word rate is computed on characters (it then equals CER), as Seed-TTS-eval does 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
+from speechqe.asr.base import ASROptions
 from speechqe.asr.backends import SAMPLE_RATE, BackendConfig
 from speechqe.asr.normalize import NORMALIZERS, char_tokens, resolve_name, writes_without_spaces
 from speechqe.errors import ItemError, MissingTextError
@@ -43,42 +43,23 @@ from speechqe.metric import (
     params_id,
 )
 
-_B = BackendConfig  # the one place where the ASR defaults live
+Normalizer = Literal[NORMALIZERS]  # type: ignore[valid-type]
 
 
-@dataclass(frozen=True)
-class ASRParams:
-    """Parameters shared by ``wer`` and ``cer`` (defaults: those of
-    :class:`speechqe.asr.BackendConfig`).
+class ASRParams(ASROptions):
+    """Parameters shared by ``wer`` and ``cer``: the ASR settings of
+    :class:`speechqe.asr.base.ASROptions` (backend, model, language, beam_size, compute_type,
+    batch_size; their defaults live there) and the text normaliser.
 
     Attributes:
-        backend: ``faster-whisper`` (offline default) or ``openai-whisper``.
-        model: asset name, openai-whisper size, or local path (see ``BackendConfig.model``);
-            ``''``: the backend's default.
-        language: ISO 639-1 code of the intended text and speech.
-        beam_size: beam width (1: greedy).
-        compute_type: ``auto`` or a precision (see ``BackendConfig.compute_type``).
-        batch_size: utterances decoded together (openai-whisper).
         normalizer: ``auto`` (Whisper English for ``en``, else ``basic``), ``whisper-english``,
             ``basic`` or ``none``.
     """
 
-    backend: str = _B.backend
-    model: str = _B.model
-    language: str = _B.language
-    beam_size: int = _B.beam_size
-    compute_type: str = _B.compute_type
-    batch_size: int = _B.batch_size
-    normalizer: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.normalizer not in NORMALIZERS:
-            raise ValueError(f"normalizer must be one of {', '.join(NORMALIZERS)}")
-        self.backend_config("cpu")  # validates backend, beam, batch, language
+    normalizer: Normalizer = "auto"
 
     def backend_config(self, device: str) -> BackendConfig:
-        names = {f.name for f in fields(BackendConfig)} - {"device"}
-        return BackendConfig(device=device, **{n: getattr(self, n) for n in names})
+        return BackendConfig(device=device, **self.asr_options())
 
 
 class _ASRMetric(Metric):
@@ -185,12 +166,13 @@ class WER(_ASRMetric):
         outputs=(
             OutputSpec(
                 "wer", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
-                aggregation="ratio", ratio=("errors", "ref_words"),
+                aggregation="ratio", ratio=("errors", "ref_words"), regression_threshold=0.005,
                 description="corpus WER: summed word edits (S+D+I) / summed reference words "
                             "(per item: that item's WER)",
             ),
             OutputSpec(
                 "wer_utt_mean", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
+                regression_threshold=0.005,
                 description="mean of per-utterance WER (Seed-TTS-eval convention)",
             ),
         ),
@@ -211,12 +193,13 @@ class CER(_ASRMetric):
         outputs=(
             OutputSpec(
                 "cer", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
-                aggregation="ratio", ratio=("errors", "ref_chars"),
+                aggregation="ratio", ratio=("errors", "ref_chars"), regression_threshold=0.003,
                 description="corpus CER: summed character edits / summed reference characters "
                             "(spaces count; none for languages written without them)",
             ),
             OutputSpec(
                 "cer_utt_mean", higher_is_better=False, valid_range=(0.0, None), unit="fraction",
+                regression_threshold=0.003,
                 description="mean of per-utterance CER (Seed-TTS-eval convention)",
             ),
         ),

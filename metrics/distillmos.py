@@ -40,6 +40,7 @@ class DistillMos(Metric):
         version="1",
         outputs=(
             OutputSpec("distillmos", higher_is_better=True, valid_range=(1.0, 5.0), unit="MOS",
+                       regression_threshold=0.05,
                        description="DistillMOS predicted MOS"),
         ),
         sample_rate=16000,

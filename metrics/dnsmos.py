@@ -56,7 +56,7 @@ def uses_cuda(session) -> bool:
 
 def _mos(name: str, what: str, high: float | None) -> OutputSpec:
     return OutputSpec(name, higher_is_better=True, valid_range=(0.0, high), unit="MOS",
-                      description=what)
+                      regression_threshold=0.05, description=what)
 
 
 class Dnsmos(Metric):

@@ -22,15 +22,15 @@ class F0(shared.WorldMetric):
         version="3",
         outputs=(
             OutputSpec("f0_rmse_cents", higher_is_better=False, valid_range=(0.0, None),
-                       unit="cents", description="RMSE of 1200 log2(f_deg / f_ref) over frames "
+                       unit="cents", regression_threshold=10.0, description="RMSE of 1200 log2(f_deg / f_ref) over frames "
                        "voiced in both"),
-            OutputSpec("f0_corr", higher_is_better=True, valid_range=(-1.0, 1.0),
+            OutputSpec("f0_corr", higher_is_better=True, valid_range=(-1.0, 1.0), regression_threshold=0.01,
                        description="Pearson correlation of F0 (Hz) over frames voiced in both"),
             OutputSpec("vuv_error", higher_is_better=False, valid_range=(0.0, 1.0),
-                       unit="fraction", description="Fraction of aligned frames whose "
+                       unit="fraction", regression_threshold=0.01, description="Fraction of aligned frames whose "
                        "voicing decisions differ"),
             OutputSpec("f0_gpe", higher_is_better=False, valid_range=(0.0, 1.0),
-                       unit="fraction", description="Gross pitch error: fraction of frames "
+                       unit="fraction", regression_threshold=0.01, description="Gross pitch error: fraction of frames "
                        "voiced in both whose F0 deviates by more than 20%"),
         ),
         sample_rate=shared.WORLD_RATE,

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field, model_validator
+
+from speechqe.config import Float, Int, StrictModel
 from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
 from .functional import lsd as F
-from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
+from .functional.align import MAX_LENGTH_DIFF_S, MaxLengthDiff, match_lengths
 
 
-@dataclass(frozen=True)
-class LsdParams:
-    """STFT size and hop in samples, the power floor ``eps``, and the length tolerance."""
+class LsdParams(StrictModel):
+    """STFT size ``n_fft`` >= 2 and ``hop`` (0 < hop <= n_fft) in samples, the power floor
+    ``eps`` > 0, and the length tolerance ``max_length_diff_s`` (seconds)."""
 
-    n_fft: int = F.N_FFT
-    hop: int = F.HOP
-    eps: float = F.EPS
-    max_length_diff_s: float = MAX_LENGTH_DIFF_S
+    n_fft: Annotated[Int, Field(ge=2)] = F.N_FFT
+    hop: Annotated[Int, Field(gt=0)] = F.HOP
+    eps: Annotated[Float, Field(gt=0)] = F.EPS
+    max_length_diff_s: MaxLengthDiff = MAX_LENGTH_DIFF_S
 
-    def __post_init__(self) -> None:
-        if self.n_fft < 2 or not 0 < self.hop <= self.n_fft or self.eps <= 0:
-            raise ValueError("need n_fft >= 2, 0 < hop <= n_fft and eps > 0")
+    @model_validator(mode="after")
+    def _hop(self) -> "LsdParams":
+        if self.hop > self.n_fft:
+            raise ValueError(f"need hop <= n_fft (got hop={self.hop}, n_fft={self.n_fft})")
+        return self
 
 
 class Lsd(Metric):
@@ -37,7 +42,7 @@ class Lsd(Metric):
         version="1",
         outputs=(
             OutputSpec("lsd", higher_is_better=False, valid_range=(0.0, None),
-                       unit="log10 power", description="Log-spectral distance (x10 for dB)"),
+                       unit="log10 power", regression_threshold=0.02, description="Log-spectral distance (x10 for dB)"),
         ),
         sample_rate=None,
         needs_reference=True,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import world as shared
 from speechqe.metric import ItemScore, MetricSpec, OutputSpec, ScoringInput
 from .functional import mcd as F
 
 
-@dataclass(frozen=True)
 class McdParams(shared.AlignedWorldParams):
     """The shared WORLD analysis and alignment settings plus ``include_c0`` (the energy
     coefficient, excluded by default)."""
@@ -27,6 +24,7 @@ class Mcd(shared.WorldMetric):
         version="1",
         outputs=(
             OutputSpec("mcd", higher_is_better=False, valid_range=(0.0, None), unit="dB",
+                       regression_threshold=0.1,
                        description="Mel-cepstral distortion, DTW-aligned, c0 excluded"),
         ),
         sample_rate=shared.WORLD_RATE,

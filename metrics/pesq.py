@@ -38,6 +38,7 @@ class Pesq(Metric):
         version="1",
         outputs=(
             OutputSpec("pesq", higher_is_better=True, valid_range=(0.999, 4.65), unit="MOS-LQO",
+                       regression_threshold=0.05,
                        description="ITU-T P.862.2 wide-band PESQ, MOS-LQO 0.999-4.64"),
         ),
         sample_rate=16000,
@@ -78,7 +79,7 @@ class PesqNb(Pesq):
         version="1",
         outputs=(
             OutputSpec("pesq_nb", higher_is_better=True, valid_range=(0.999, 4.55),
-                       unit="MOS-LQO", description="ITU-T P.862 narrow-band PESQ mapped by "
+                       unit="MOS-LQO", regression_threshold=0.05, description="ITU-T P.862 narrow-band PESQ mapped by "
                        "P.862.1, MOS-LQO 0.999-4.55"),
         ),
         sample_rate=8000,

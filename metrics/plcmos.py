@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from speechqe import assets
+from speechqe.config import Int, StrictModel
 
 from speechqe.metric import (
     ItemScore,
@@ -20,16 +23,12 @@ from .functional import plcmos as F
 ASSET = "plcmos-v2"
 
 
-@dataclass(frozen=True)
-class PlcmosParams:
-    """``rounds`` random rater embeddings averaged, drawn from ``RandomState(seed)``."""
+class PlcmosParams(StrictModel):
+    """``rounds`` (>= 1) random rater embeddings averaged, drawn from
+    ``RandomState(seed)`` (0 <= seed < 2**32, numpy's range)."""
 
-    rounds: int = F.ROUNDS
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ValueError("rounds must be >= 1")
+    rounds: Annotated[Int, Field(ge=1)] = F.ROUNDS
+    seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
 
 
 class Plcmos(Metric):
@@ -41,6 +40,7 @@ class Plcmos(Metric):
         version="1",
         outputs=(
             OutputSpec("plcmos", higher_is_better=True, valid_range=(0.0, None), unit="MOS",
+                       regression_threshold=0.05,
                        description="PLCMOS v2 predicted MOS for packet-loss concealment"),
         ),
         sample_rate=F.SAMPLE_RATE,

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from speechqe.config import StrictModel
 from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
-from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
+from .functional.align import MAX_LENGTH_DIFF_S, MaxLengthDiff, match_lengths
 from .functional.sisdr import si_sdr
 
 
-@dataclass(frozen=True)
-class SiSdrParams:
+class SiSdrParams(StrictModel):
     """``zero_mean``: remove the means first (the paper's definition); ``max_length_diff_s``:
     largest length difference (seconds) trimmed from the end, above it ``length_mismatch``."""
 
     zero_mean: bool = True
-    max_length_diff_s: float = MAX_LENGTH_DIFF_S
+    max_length_diff_s: MaxLengthDiff = MAX_LENGTH_DIFF_S
 
 
 class SiSdr(Metric):
@@ -26,7 +24,7 @@ class SiSdr(Metric):
         name="si_sdr",
         version="1",
         outputs=(
-            OutputSpec("si_sdr", higher_is_better=True, unit="dB",
+            OutputSpec("si_sdr", higher_is_better=True, unit="dB", regression_threshold=0.1,
                        description="Scale-invariant SDR, zero-mean"),
         ),
         sample_rate=16000,

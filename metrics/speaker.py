@@ -19,7 +19,6 @@ systems) is computed once per process (keyed by its content hash).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from speechqe.errors import (
     MissingReferenceError,
     SampleRateError,
 )
-from speechqe.speaker.encoders import SAMPLE_RATE, EncoderConfig
+from speechqe.speaker.encoders import SAMPLE_RATE, EncoderConfig, SpeakerEncoderOptions
 
 from speechqe.metric import (
     ItemScore,
@@ -39,33 +38,23 @@ from speechqe.metric import (
     params_id,
 )
 
-_E = EncoderConfig  # the one place where the encoder defaults live
 _CACHE_SIZE = 4096
 
 
-@dataclass(frozen=True)
-class SpeakerSimParams:
-    """Parameters of ``speaker_sim``.
+class SpeakerSimParams(SpeakerEncoderOptions):
+    """Parameters of ``speaker_sim``: the encoder settings of
+    :class:`speechqe.speaker.encoders.SpeakerEncoderOptions` (backend, model, vad_trim; their
+    defaults live there) and:
 
     Attributes:
-        backend: ``resemblyzer`` (offline default) or ``speechbrain-ecapa``.
-        model: asset name or local path (``''``: the backend's default asset).
-        vad_trim: Resemblyzer's preprocessing (volume normalisation, silence removal).
         allow_low_sample_rate: score items whose generated, prompt or reference audio is
             natively below 16 kHz (upsampled) instead of refusing them.
     """
 
-    backend: str = _E.backend
-    model: str = _E.model
-    vad_trim: bool = _E.vad_trim
     allow_low_sample_rate: bool = False
 
-    def __post_init__(self) -> None:
-        self.encoder_config("cpu")
-
     def encoder_config(self, device: str) -> EncoderConfig:
-        return EncoderConfig(backend=self.backend, model=self.model, vad_trim=self.vad_trim,
-                             device=device)
+        return EncoderConfig(device=device, **self.encoder_options())
 
 
 class SpeakerSim(Metric):
@@ -79,6 +68,7 @@ class SpeakerSim(Metric):
         outputs=(
             OutputSpec(
                 "speaker_sim", higher_is_better=True, valid_range=(-1.0, 1.0), unit="cosine",
+                regression_threshold=0.01,
                 description="cosine similarity of the speaker embeddings of the generated "
                             "utterance and its speaker prompt (else its reference)",
             ),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from speechqe.config import StrictModel
 from speechqe.metric import (
     ItemScore,
     Metric,
@@ -13,16 +12,15 @@ from speechqe.metric import (
     params_id,
 )
 from .functional import stoi as F
-from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
+from .functional.align import MAX_LENGTH_DIFF_S, MaxLengthDiff, match_lengths
 from .pesq import lib_version
 
 
-@dataclass(frozen=True)
-class LengthParams:
+class LengthParams(StrictModel):
     """``max_length_diff_s``: largest reference/signal length difference (seconds) trimmed
     from the end; a larger one is a ``length_mismatch`` error."""
 
-    max_length_diff_s: float = MAX_LENGTH_DIFF_S
+    max_length_diff_s: MaxLengthDiff = MAX_LENGTH_DIFF_S
 
 
 class Stoi(Metric):
@@ -34,7 +32,7 @@ class Stoi(Metric):
         name="stoi",
         version="1",
         outputs=(
-            OutputSpec("stoi", higher_is_better=True, valid_range=(-1.0, 1.0),
+            OutputSpec("stoi", higher_is_better=True, valid_range=(-1.0, 1.0), regression_threshold=0.01,
                        description="STOI, mean short-time envelope correlation (mostly 0-1)"),
         ),
         sample_rate=F.STOI_RATE,
@@ -68,7 +66,7 @@ class Estoi(Stoi):
         name="estoi",
         version="1",
         outputs=(
-            OutputSpec("estoi", higher_is_better=True, valid_range=(-1.0, 1.0),
+            OutputSpec("estoi", higher_is_better=True, valid_range=(-1.0, 1.0), regression_threshold=0.01,
                        description="Extended STOI (mostly 0-1)"),
         ),
         sample_rate=F.STOI_RATE,

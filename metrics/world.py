@@ -8,22 +8,22 @@ whichever of the two metrics runs first. This module defines no metric (:class:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from speechqe.metric import Metric, ScoringInput, params_id
 from .functional import mcd as mcd_core
 from .functional import world
-from .functional.align import MAX_LENGTH_DIFF_S, match_lengths
+from .functional.align import MAX_LENGTH_DIFF_S, MaxLengthDiff, match_lengths
 from .pesq import lib_version
 
 #: The rate of the shared analysis (both metrics declare it).
 WORLD_RATE = 16000
-ALIGNMENTS = ("dtw", "none")
+Alignment = Literal["dtw", "none"]
+ALIGNMENTS = get_args(Alignment)
 
 
-@dataclass(frozen=True)
 class AlignedWorldParams(world.WorldParams):
     """The WORLD analysis settings plus how frames are paired.
 
@@ -35,13 +35,8 @@ class AlignedWorldParams(world.WorldParams):
             tolerated (extra frames at the end are dropped); above it ``length_mismatch``.
     """
 
-    align: str = "dtw"
-    max_length_diff_s: float = MAX_LENGTH_DIFF_S
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.align not in ALIGNMENTS:
-            raise ValueError(f"align must be one of {ALIGNMENTS}, got {self.align!r}")
+    align: Alignment = "dtw"
+    max_length_diff_s: MaxLengthDiff = MAX_LENGTH_DIFF_S
 
 
 def _key(kind: str, p: world.WorldParams, *rest) -> str:

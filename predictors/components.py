@@ -13,7 +13,6 @@ Every ``predict`` takes 16 kHz signals and their content hashes (feature-cache k
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,47 +21,15 @@ import numpy as np
 from speechqe.encoders import EncoderSpec, FeatureCache, load_encoder
 from speechqe.errors import ConfigError, ItemError
 
-from .config import from_mapping, to_plain
-from .ssl_strong.model import StrongLearner, StrongModelConfig
-from .ssl_strong.train import StrongTrainConfig, predict_strong, tables, train_strong
-from .weak.features import FeatureExtractor, FeatureSetSpec
-from .weak.learners import LearnerSpec, load_learner, make_learner, save_learner
-from .whisper_mos.model import WhisperHeadConfig
-from .whisper_mos.train import (
-    WhisperMOS, WhisperTrainConfig, item_features, predict_whisper_mos, train_whisper_mos,
-)
+from .config import FeatureSetSpec, LearnerSpec, StrongSpec, WhisperSpec, plain, validate
+from .ssl_strong.model import StrongLearner
+from .ssl_strong.train import predict_strong, tables, train_strong
+from .weak.features import FeatureExtractor
+from .weak.learners import Learner
+from .whisper_mos.train import WhisperMOS, item_features, predict_whisper_mos, train_whisper_mos
 
-
-@dataclass(frozen=True)
-class StrongSpec:
-    """A strong learner in a training config."""
-
-    name: str = "strong"
-    ssl: dict[str, Any] | None = None  # EncoderSpec mapping, kind ssl (default: wav2vec 2.0 Base)
-    model: StrongModelConfig = StrongModelConfig()
-    train: StrongTrainConfig = StrongTrainConfig()
-
-    def encoder_spec(self) -> EncoderSpec:
-        spec = EncoderSpec.from_dict(dict(self.ssl or {"kind": "ssl", "source": "ssl-wav2vec2-base"}))
-        if spec.kind != "ssl":
-            raise ConfigError(f"strong learner '{self.name}': ssl.kind must be 'ssl'")
-        return spec
-
-
-@dataclass(frozen=True)
-class WhisperSpec:
-    """A Whisper-based predictor in a training config."""
-
-    name: str = "whisper"
-    encoder: dict[str, Any] | None = None  # EncoderSpec mapping (default: packaged CT2 tiny.en)
-    head: WhisperHeadConfig = WhisperHeadConfig()
-    train: WhisperTrainConfig = WhisperTrainConfig()
-
-    def encoder_spec(self) -> EncoderSpec:
-        spec = EncoderSpec.from_dict(dict(self.encoder or {"kind": "whisper-ct2"}))
-        if spec.kind not in ("whisper", "whisper-ct2"):
-            raise ConfigError(f"whisper predictor '{self.name}': encoder.kind must be whisper or whisper-ct2")
-        return spec
+__all__ = ["StrongComponent", "WhisperComponent", "WeakComponent", "StrongSpec", "WhisperSpec",
+           "fit_learner"]
 
 
 Signals = Callable[[Sequence[int]], list[np.ndarray]]
@@ -98,7 +65,7 @@ class StrongComponent:
         import torch
 
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"type": self.kind, "spec": to_plain(self.spec), "ssl_arch": self.model.ssl.arch,
+        meta = {"type": self.kind, "spec": plain(self.spec), "ssl_arch": self.model.ssl.arch,
                 "ssl_name": self.model.ssl.name, "domains": self.domains, "listeners": self.listeners}
         (folder / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, folder / "model.pt")
@@ -112,7 +79,7 @@ class StrongComponent:
         from speechqe.encoders.ssl import build_random
 
         meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        spec = from_mapping(StrongSpec, meta["spec"], "strong")
+        spec = validate(StrongSpec, meta["spec"], str(folder / "config.json"))
         ssl = build_random(meta["ssl_arch"], name=meta.get("ssl_name", "ssl"))
         model = StrongLearner(ssl, spec.model, n_domains=len(meta["domains"]), n_listeners=len(meta["listeners"]))
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
@@ -154,7 +121,7 @@ class WhisperComponent:
         import torch
 
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"type": self.kind, "spec": to_plain(self.spec), "encoder_id": self.encoder.encoder_id,
+        meta = {"type": self.kind, "spec": plain(self.spec), "encoder_id": self.encoder.encoder_id,
                 "dim": int(self.model.head.norm.normalized_shape[0])}
         (folder / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, folder / "model.pt")
@@ -165,7 +132,7 @@ class WhisperComponent:
         import torch
 
         meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        spec = from_mapping(WhisperSpec, meta["spec"], "whisper")
+        spec = validate(WhisperSpec, meta["spec"], str(folder / "config.json"))
         encoder = load_encoder(spec.encoder_spec(), device=device)
         if encoder.encoder_id != meta["encoder_id"]:
             raise ConfigError(
@@ -180,20 +147,26 @@ class WhisperComponent:
 
 # ------------------------------------------------------------------------------------------
 class WeakComponent:
-    """One feature set with its fitted learners (one stage-1 column per learner)."""
+    """One feature set with its fitted learners: one stage-1 column per (block, learner),
+    ``learners[column] = (block slice, Learner)``."""
 
     kind = "weak"
 
-    def __init__(self, spec: FeatureSetSpec, extractor: FeatureExtractor, learners: dict[str, Any]):
+    def __init__(self, spec: FeatureSetSpec, extractor: FeatureExtractor,
+                 learners: dict[str, tuple[slice, Learner]], probe: np.ndarray | None = None):
         self.spec = spec
         self.extractor = extractor
-        self.learners = learners  # column name -> Learner
+        self.learners = learners
+        #: a few training feature rows, stored so that every learner is checked on load
+        self.probe = probe
 
     def columns(self) -> list[str]:
         return list(self.learners)
 
-    def matrix(self, signals: Callable[[int], np.ndarray], hashes: Sequence[str]) -> tuple[np.ndarray, list[ItemError | None]]:
-        vecs = self.extractor.vectors(signals, hashes)
+    def matrix(self, signals: Callable[[int], np.ndarray], hashes: Sequence[str],
+               progress=None) -> tuple[np.ndarray, list[ItemError | None]]:
+        """``(n, d)`` feature rows (NaN rows for failed items) and each item's error."""
+        vecs = self.extractor.vectors(signals, hashes, progress=progress)
         dims = {v.shape[0] for v in vecs if isinstance(v, np.ndarray)}
         if len(dims) > 1:
             raise RuntimeError(f"feature set '{self.spec.name}' gave vectors of sizes {sorted(dims)}")
@@ -208,15 +181,21 @@ class WeakComponent:
                 errors.append(v)
         return X, errors
 
-    def predict_columns(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: m.predict(X) for name, m in self.learners.items()}
+    def predict_columns(self, X: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        return {name: m.predict(X[:, sl]) for name, (sl, m) in self.learners.items()
+                if names is None or name in names}
 
     def save(self, folder: Path) -> dict:
+        """Write every learner, each with :attr:`probe` rows to re-predict on load."""
         folder.mkdir(parents=True, exist_ok=True)
-        for name, m in self.learners.items():
-            save_learner(m, folder, name)
-        meta = {"type": self.kind, "spec": to_plain(self.spec), "feature_id": self.extractor.feature_id,
-                "columns": list(self.learners)}
+        d = max((sl.stop for sl, _ in self.learners.values()), default=0)
+        probe = self.probe if self.probe is not None else np.zeros((0, d))
+        cols = {}
+        for name, (sl, m) in self.learners.items():
+            m.save(folder, name.replace("@", "_at_"), probe[:, sl])
+            cols[name] = [sl.start, sl.stop]
+        meta = {"type": self.kind, "spec": plain(self.spec), "feature_id": self.extractor.feature_id,
+                "columns": cols}
         (folder / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         return {"name": self.spec.name, "type": self.kind, "path": folder.name,
                 "feature_id": self.extractor.feature_id, "columns": list(self.learners)}
@@ -224,25 +203,17 @@ class WeakComponent:
     @classmethod
     def load(cls, folder: Path, device: str = "cpu", cache: FeatureCache | None = None) -> "WeakComponent":
         meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        spec = from_mapping(FeatureSetSpec, meta["spec"], "feature set")
+        spec = validate(FeatureSetSpec, meta["spec"], str(folder / "config.json"))
         ext = FeatureExtractor(spec, device=device, cache=cache)
         if ext.feature_id != meta["feature_id"]:
             raise ConfigError(
                 f"feature set '{spec.name}' was trained on {meta['feature_id']} but "
                 f"{ext.feature_id} was found (different weights or options)"
             )
-        learners = {name: load_learner(folder, name) for name in meta["columns"]}
+        learners = {name: (slice(*bounds), Learner.load(folder, name.replace("@", "_at_")))
+                    for name, bounds in meta["columns"].items()}
         return cls(spec, ext, learners)
 
 
-def fit_learner(spec: LearnerSpec, X: np.ndarray, y: np.ndarray):
-    return make_learner(spec).fit(X, y)
-
-
-def with_score_range(spec, score_range: tuple[float, float]):
-    """The component spec with the bundle's label scale."""
-    if isinstance(spec, StrongSpec):
-        return replace(spec, model=replace(spec.model, score_range=score_range))
-    if isinstance(spec, WhisperSpec):
-        return replace(spec, head=replace(spec.head, score_range=score_range))
-    return spec
+def fit_learner(spec: LearnerSpec, X: np.ndarray, y: np.ndarray, groups=None) -> Learner:
+    return Learner(spec).fit(X, y, groups)

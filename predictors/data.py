@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 from pathlib import Path
@@ -28,7 +27,9 @@ from pathlib import Path
 from speechqe.errors import ConfigError
 from speechqe.manifest import SpeechSet, describe_file, from_folder, from_jsonl, from_sheet_csv
 
-FORMATS = ("bvcc", "sheet", "nisqa", "jsonl", "folder")
+from .config import DATA_FORMATS as FORMATS  # noqa: F401 - re-exported
+from .config import DataSpec
+
 
 _BVCC_SPLITS = {
     "train": ("TRAINSET", "train_mos_list.txt"),
@@ -176,31 +177,6 @@ def read_nisqa(csv_path: str | Path, *, root: str | Path | None = None, db: str 
     return SpeechSet(tuple(items), name=db or csv_path.stem, source=str(csv_path))
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """A labelled (or, for prediction, unlabelled) data set in a training config.
-
-    Attributes:
-        format: one of ``bvcc``, ``sheet``, ``nisqa``, ``jsonl``, ``folder``.
-        path: the track folder (bvcc), CSV (sheet, nisqa), manifest (jsonl) or folder.
-        split: BVCC split (``train``, ``dev``, ``test``).
-        audio_root: folder the CSV's audio paths are relative to (sheet, nisqa).
-        db: NISQA database filter.
-        domain: domain name given to every item (default: the reader's).
-    """
-
-    format: str
-    path: str
-    split: str = "train"
-    audio_root: str = ""
-    db: str = ""
-    domain: str = ""
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"data format must be one of {', '.join(FORMATS)}, got '{self.format}'")
-
-
 def load_data(spec: DataSpec, *, base: Path | None = None) -> SpeechSet:
     """Read a :class:`DataSpec` (relative paths are resolved against ``base``)."""
     def rel(p: str) -> Path:
@@ -228,27 +204,41 @@ def domain_of(item) -> str:
     return item.get("domain") or "default"
 
 
-def group_of(item, group_by: str) -> str:
-    """The cross-validation group of an item: ``system``, ``speaker``, ``text``, ``item`` or
-    the name of an ``extra`` field (e.g. ``clip`` for the source recording of degraded copies).
-
-    Falls back to the item id where the attribute is unknown (each such item its own group).
-    """
+def group_of(item, group_by: str) -> str | None:
+    """The cross-validation group of an item: its ``system``, ``speaker``, ``text``, ``id``
+    (``item``) or the value of an ``extra`` field (e.g. ``clip``, ``sentence``); ``None`` (or
+    ``""``) when the item has none."""
     if group_by == "system":
         return item.system
     if group_by == "speaker":
-        return item.speaker or f"item:{item.id}"
+        return item.speaker
     if group_by == "text":
-        return item.text if item.text is not None else f"item:{item.id}"
+        return item.text
     if group_by == "item":
         return item.id
-    value = item.get(group_by)
-    if value is None:
+    return item.get(group_by)
+
+
+def groups_of(items, group_by: str) -> list[str]:
+    """Every item's group (:func:`group_of`).
+
+    Raises:
+        ConfigError: some items have no value for ``group_by``: folds would silently put them
+            in groups of their own and leak their speaker/sentence across folds; the message
+            says how many and names some.
+    """
+    out = [group_of(it, group_by) for it in items]
+    missing = [it.id for it, g in zip(items, out) if g is None or str(g).strip() == ""]
+    if missing:
+        where = {"speaker": "a 'speaker' column (SHEET CSV) or field (JSONL)",
+                 "text": "a 'text' column (SHEET CSV), field (JSONL) or transcript"}.get(
+                     group_by, f"a '{group_by}' column or field")
         raise ConfigError(
-            f"item {item.id} has no '{group_by}' field; group_by must be system, speaker, text, "
-            "item or an extra field every item carries"
+            f"group_by '{group_by}': {len(missing)} of {len(out)} items have no {group_by} "
+            f"(e.g. {', '.join(missing[:3])}); give every item {where}, or choose another "
+            "group_by (system, speaker, text, item or an extra column every item has)"
         )
-    return value
+    return [str(g) for g in out]
 
 
 class AudioBank:
@@ -265,7 +255,6 @@ class AudioBank:
         self._bytes = 0
 
     def get(self, item) -> np.ndarray:
-        from speechqe.audio import LoadedAudio
         from speechqe.errors import item_error
 
         key = item.sha256 or item.path
@@ -274,7 +263,7 @@ class AudioBank:
             return hit
         if not item.ok:
             raise item_error(item.error_type or "item_error", item.error or "unreadable item")
-        x = LoadedAudio.from_file(item.path).at(self.sample_rate)
+        x = item.load().at(self.sample_rate)  # honours a segment/channel (lhotse cuts)
         if self._bytes + x.nbytes <= self.max_bytes:
             self._cache[key] = x
             self._bytes += x.nbytes

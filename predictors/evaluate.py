@@ -165,3 +165,48 @@ def read_predictions(path) -> dict[str, float]:
             if np.isfinite(x):
                 out[row[id_col].strip()] = x
     return out
+
+
+#: ``speechqe mos evaluate`` refuses predictions that cover fewer labelled items than this share.
+MIN_MATCH = 0.5
+
+
+def match_predictions(truth_ids: Sequence[str], preds: Mapping[str, float],
+                      min_share: float = MIN_MATCH, source: str = "predictions") -> np.ndarray:
+    """The prediction of every truth id (NaN where there is none), in ``truth_ids``' order.
+
+    Raises:
+        ConfigError: fewer than ``min_share`` of the truth ids have a prediction: the ids of
+            the two files most likely differ in form (``snr00/LJ001-0008`` written by
+            ``mos predict`` on a folder vs ``snr00-LJ001-0008`` in a CSV). The message shows
+            examples of both forms and, when ``/`` vs ``-`` (or case, or an extension) is the
+            only difference, says so.
+    """
+    ids = list(truth_ids)
+    out = np.array([preds.get(i, np.nan) for i in ids], dtype=np.float64)
+    if not ids:
+        raise ConfigError("no labelled items to evaluate")
+    matched = int(np.isfinite(out).sum())
+    if matched >= min_share * len(ids) and matched > 0:
+        return out
+
+    def norm(s: str) -> str:
+        s = s.strip().lower()
+        for ext in (".wav", ".flac", ".mp3", ".ogg"):
+            s = s[: -len(ext)] if s.endswith(ext) else s
+        return s.replace("\\", "/").replace("/", "-").replace("_", "-")
+
+    hint = ""
+    by_norm = {norm(k): k for k in preds}
+    near = sum(norm(i) in by_norm for i in ids)
+    if near >= min_share * len(ids):
+        hint = (f" {near} of them match once '/', '\\', '_' and '-', case and audio extensions are "
+                "ignored: write the predictions with the truth's ids (speechqe mos predict on the "
+                "labelled CSV keeps its sample_id), or rename them.")
+    missing = [i for i, v in zip(ids, out) if not np.isfinite(v)]
+    unused = [k for k in preds if k not in set(ids)]
+    raise ConfigError(
+        f"only {matched} of {len(ids)} labelled items have a prediction in {source} (at least "
+        f"{min_share:.0%} must match, by exact id).{hint} Truth ids look like: "
+        f"{', '.join(missing[:3])}; prediction ids look like: {', '.join(unused[:3]) or '(none)'}"
+    )

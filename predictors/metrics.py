@@ -15,12 +15,12 @@ padded, length-bucketed batches whose scores equal batch size 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
 import numpy as np
 
+from speechqe.config import StrictModel
 from speechqe.errors import ConfigError, MetricComputationError
 from speechqe.metric import (
     ItemScore,
@@ -37,7 +37,8 @@ def _spec(name: str, description: str, source: str,
     return MetricSpec(
         name=name,
         version="1",
-        outputs=(OutputSpec(name, higher_is_better=True, unit="MOS", description=description),),
+        outputs=(OutputSpec(name, higher_is_better=True, unit="MOS", regression_threshold=0.05,
+                         description=description),),
         sample_rate=16000,
         device="cuda",
         batched=True,
@@ -51,8 +52,7 @@ def _spec(name: str, description: str, source: str,
     )
 
 
-@dataclass(frozen=True)
-class BundleParams:
+class BundleParams(StrictModel):
     """``bundle``: the bundle folder (``--metrics mos_ensemble:PATH``); ``component``: which
     part (see the module docstring); ``domain``: the listening-test domain the strong learner
     conditions on (default: its first training domain)."""
@@ -72,6 +72,8 @@ class _BundleMetric(Metric):
         self._hash: str | None = None
         self.bundle = None
         self.column = ""
+        if self.params.bundle:
+            self._path  # a bad bundle path stops the command before the set is read  # noqa: B018
 
     @property
     def _path(self) -> Path:
@@ -169,8 +171,7 @@ class MOSWeak(_BundleMetric):
                  "Saeki et al., UTMOS weak learners, Interspeech 2022")
 
 
-@dataclass(frozen=True)
-class UTMOSParams:
+class UTMOSParams(StrictModel):
     """``checkpoint``: a file in the SpeechMOS UTMOS22-strong layout (default: the
     ``utmos22-strong`` asset)."""
 
@@ -188,6 +189,8 @@ class UTMOSStrong(Metric):
         super().__init__(params, device)
         self.model = None
         self._fp: str | None = None
+        if self.params.checkpoint and not self._path().is_file():
+            raise ConfigError(f"utmos_strong: no checkpoint file at {self._path()}")
 
     def _path(self) -> Path:
         from speechqe import assets

@@ -41,8 +41,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional
 
+from pydantic import Field, field_validator, model_validator
+
+from .config import Int, StrictModel, read_document, validate
 from .errors import AssetError, ChecksumMismatchError, ConfigError
 from .hashing import CHUNK as _CHUNK
 from .hashing import sha256_file
@@ -50,19 +53,28 @@ from .hashing import sha256_file
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class AssetFile:
-    """One file of an asset: its name inside the asset folder, sha256, optional URL."""
+class AssetFile(StrictModel):
+    """One file of an asset: its name inside the asset folder, sha256 (64 lower-case hex
+    digits; ``None``: unknown, pinned on first use), optional URL and size in bytes."""
 
-    name: str
-    sha256: str | None = None
-    url: str | None = None
-    size: int | None = None
+    name: str = Field(min_length=1)
+    sha256: Optional[str] = None
+    url: Optional[str] = None
+    size: Optional[Annotated[Int, Field(ge=0)]] = None
+
+    @model_validator(mode="after")
+    def _sha256(self) -> "AssetFile":
+        if self.sha256 is not None and not _SHA256_RE.match(self.sha256):
+            raise ValueError(f"{self.name}: sha256 must be 64 lower-case hex digits or null "
+                             f"(unknown: pinned on first use); got {self.sha256!r}")
+        return self
 
 
-@dataclass(frozen=True)
-class Asset:
-    """A named pretrained model (or other binary resource).
+class Asset(StrictModel):
+    """A named pretrained model (or other binary resource): one record of the catalogue.
+
+    In the catalogue (``data/assets/*.yaml``) ``files`` is a mapping ``file name -> {sha256,
+    url, size}`` (or just the sha256) and ``params`` a mapping; unknown keys are errors.
 
     Attributes:
         name: registry name (``dnsmos-p835``).
@@ -78,11 +90,11 @@ class Asset:
             where the upstream library keeps its own downloads; looked in before the cache.
     """
 
-    name: str
-    source: str
+    name: str = Field(min_length=1)
+    source: Literal["package", "url", "local"]
     files: tuple[AssetFile, ...]
     description: str = ""
-    package: str | None = None
+    package: Optional[str] = None
     package_path: str = ""
     extra: str = ""
     format: str = ""
@@ -92,6 +104,34 @@ class Asset:
     how_to_get: str = ""
     params: tuple[tuple[str, Any], ...] = ()
     search_dirs: tuple[str, ...] = ()
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _files_mapping(cls, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            return v
+        out = []
+        for fname, spec in v.items():
+            spec = {"sha256": spec} if isinstance(spec, str) else (spec or {})
+            if isinstance(spec, Mapping) and "name" in spec:
+                raise ValueError(f"file {fname}: unknown key 'name' (known: sha256, url, size)")
+            out.append({**spec, "name": str(fname)} if isinstance(spec, Mapping) else spec)
+        return out
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_mapping(cls, v: Any) -> Any:
+        return tuple(sorted(v.items())) if isinstance(v, Mapping) else v
+
+    @model_validator(mode="after")
+    def _check_files(self) -> "Asset":
+        if not self.files:
+            raise ValueError("the asset lists no files")
+        if self.source == "url":
+            for f in self.files:
+                if not f.url:
+                    raise ValueError(f"{f.name}: a url asset needs a url for each file")
+        return self
 
     # --- identity -----------------------------------------------------------------------------
     @property
@@ -511,40 +551,10 @@ def unpin(name: str) -> None:
 # ------------------------------------------------------------------------------------------
 # Catalogue
 # ------------------------------------------------------------------------------------------
-_ASSET_KEYS = {
-    "name", "source", "files", "description", "package", "package_path", "extra", "format",
-    "licence", "paper", "homepage", "how_to_get", "params", "search_dirs",
-}
-_FILE_KEYS = {"sha256", "url", "size"}
-
-
-def _parse_asset(d: Mapping[str, Any], origin: str) -> Asset:
-    unknown = set(d) - _ASSET_KEYS
-    if unknown:
-        raise ConfigError(f"{origin}: unknown asset keys {sorted(unknown)}")
-    if d.get("source") not in ("package", "url", "local"):
-        raise ConfigError(f"{origin}: asset {d.get('name')!r} needs source package|url|local")
-    files = []
-    for fname, spec in (d.get("files") or {}).items():
-        spec = dict(spec or {}) if not isinstance(spec, str) else {"sha256": spec}
-        bad = set(spec) - _FILE_KEYS
-        if bad:
-            raise ConfigError(f"{origin}: unknown file keys {sorted(bad)} in {d['name']}")
-        sha = spec.get("sha256")
-        if sha is not None and not _SHA256_RE.match(str(sha)):
-            raise ConfigError(
-                f"{origin}: {d['name']}/{fname}: sha256 must be 64 lower-case hex digits or "
-                f"null (unknown: pinned on first use); got {sha!r}"
-            )
-        if d.get("source") == "url" and not spec.get("url"):
-            raise ConfigError(f"{origin}: {d['name']}/{fname}: a url asset needs a url per file")
-        files.append(AssetFile(name=str(fname), **spec))
-    if not files:
-        raise ConfigError(f"{origin}: asset {d.get('name')!r} lists no files")
-    rest = {k: v for k, v in d.items() if k not in ("files", "params", "search_dirs")}
-    params = tuple(sorted((d.get("params") or {}).items()))
-    search_dirs = tuple(str(x) for x in (d.get("search_dirs") or ()))
-    return Asset(files=tuple(files), params=params, search_dirs=search_dirs, **rest)
+def _parse_asset(d: Any, origin: str) -> Asset:
+    """One catalogue record; ``origin`` (the file) is named in errors with the asset."""
+    name = d.get("name") if isinstance(d, Mapping) else None
+    return validate(Asset, d, f"{origin}: asset {name!r}" if name else origin)
 
 
 def catalogue_dir() -> Path:
@@ -555,12 +565,16 @@ def catalogue_dir() -> Path:
 
 
 def load_catalogue(paths: Iterable[Path] | None = None) -> dict[str, Asset]:
-    import yaml
+    """Every asset of the catalogue files (default: ``data/assets/*.yaml``).
 
+    Raises:
+        ConfigError: a file that is not a YAML list, a malformed record (named with its file,
+            asset, key and value), an asset declared twice.
+    """
     files = sorted(paths) if paths is not None else sorted(catalogue_dir().glob("*.yaml"))
     out: dict[str, Asset] = {}
     for path in files:
-        docs = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        docs = read_document(path, "asset catalogue") or []
         if not isinstance(docs, list):
             raise ConfigError(f"{path}: an asset catalogue is a YAML list of assets")
         for d in docs:

@@ -81,30 +81,68 @@ def probe(path: str | Path) -> AudioInfo:
     )
 
 
-def read(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode ``path`` to float32 mono at its native rate.
+def read(
+    path: str | Path,
+    *,
+    start: int = 0,
+    frames: int | None = None,
+    channel: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` (or the part of it an item points into) to float32 mono at its native
+    rate.
 
-    Multi-channel audio is averaged to mono.
+    Args:
+        start: first frame to read (0: the beginning). libsndfile seeks to it, so a segment of
+            a long recording is read without decoding what lies before or after it (WAV, FLAC,
+            OGG/Opus and MP3 are all seekable in libsndfile >= 1.1).
+        frames: number of frames to read (``None``: to the end of the file).
+        channel: the channel to keep (0-based); ``None`` averages all channels to mono.
 
     Returns:
         ``(samples, sample_rate)`` with ``samples`` of shape ``(frames,)``, float32, full scale 1.0.
 
     Raises:
-        AudioReadError, EmptyAudioError.
+        AudioReadError: the file cannot be decoded, the channel does not exist, or the file
+            ends before the requested segment does.
+        EmptyAudioError: nothing to read.
     """
     import soundfile as sf
 
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise EmptyAudioError("file is empty (0 bytes)")
+    want = -1 if frames is None else int(frames)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            if start:
+                if not f.seekable():
+                    raise AudioReadError(
+                        f"cannot seek in this {f.format} file to read a segment"
+                    )
+                f.seek(int(start))
+            data = f.read(frames=want, dtype="float32", always_2d=True)
+            sr = int(f.samplerate)
+    except AudioReadError:
+        raise
     except Exception as exc:
         raise AudioReadError(f"cannot decode audio: {_short(exc)}") from exc
+    if frames is not None and data.shape[0] < want:
+        raise AudioReadError(
+            f"the file ends {(want - data.shape[0]) / sr:.3f} s before the segment "
+            f"[{start / sr:.3f}, {(start + want) / sr:.3f}] s does (read {data.shape[0]} of "
+            f"{want} frames)"
+        )
     if data.shape[0] == 0:
         raise EmptyAudioError("audio holds no samples (0 frames)")
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
+    if channel is not None:
+        if not 0 <= channel < data.shape[1]:
+            raise AudioReadError(
+                f"channel {channel} requested, the file has {data.shape[1]} channel(s)"
+            )
+        mono = data[:, channel]
+    else:
+        mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), sr
 
 
 @lru_cache(maxsize=64)
@@ -204,8 +242,17 @@ class LoadedAudio:
     _views: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "LoadedAudio":
-        x, sr = read(path)
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        start: int = 0,
+        frames: int | None = None,
+        channel: int | None = None,
+    ) -> "LoadedAudio":
+        """Decode and validate ``path``, or the segment ``[start, start + frames)`` of one of
+        its channels (see :func:`read`)."""
+        x, sr = read(path, start=start, frames=frames, channel=channel)
         return cls.from_array(x, sr)
 
     @classmethod

@@ -17,12 +17,13 @@ import hashlib
 import json
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from speechqe.audio import LoadedAudio, check_duration
-from speechqe.errors import ConfigError, ItemError, MissingReferenceError, MissingTextError
+from speechqe.config import StrictModel, plain, validate
+from speechqe.errors import ItemError, MissingReferenceError, MissingTextError
 from speechqe.manifest import AudioItem
 
 Aggregation = Literal["mean", "ratio"]
@@ -43,6 +44,12 @@ class OutputSpec:
             field over the sum of the denominator field of each record's ``extra`` (corpus WER
             = summed edits / summed reference words).
         ratio: ``(numerator_field, denominator_field)`` when ``aggregation == 'ratio'``.
+        regression_threshold: the smallest worse change of the aggregate, in :attr:`unit`,
+            that run comparisons flag as a regression by default (``speechqe compare``, the
+            report, the flow's gate; ``--threshold NAME=VALUE`` overrides it). ``None``: a
+            fraction of the baseline (``--relative``, 1% by default). A value suits an
+            absolute scale where a relative one does not: 1% of a 5% WER is a single word on
+            a 2000-word set. Documented per output in ``docs/orchestration.md``.
     """
 
     name: str
@@ -52,10 +59,14 @@ class OutputSpec:
     aggregation: Aggregation = "mean"
     ratio: tuple[str, str] | None = None
     description: str = ""
+    regression_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.aggregation == "ratio" and not self.ratio:
             raise ValueError(f"{self.name}: ratio aggregation needs ratio=(numerator, denominator)")
+        t = self.regression_threshold
+        if t is not None and not (t >= 0 and np.isfinite(t)):
+            raise ValueError(f"{self.name}: regression_threshold must be a finite value >= 0 (got {t})")
 
     def check(self, value: float) -> None:
         """Raise ``ValueError`` if ``value`` is NaN or outside :attr:`valid_range`."""
@@ -180,15 +191,15 @@ class ItemScore:
 ItemResult = ItemScore | ItemError
 
 
-@dataclass(frozen=True)
-class NoParams:
+class NoParams(StrictModel):
     """Parameters of a metric that has none."""
 
 
 class Metric(ABC):
-    """Adapter base class. Subclasses set :attr:`spec`, optionally :attr:`Params` (a frozen
-    dataclass; its defaults are the only defaults) and implement :meth:`score_item` or, for
-    batched metrics, :meth:`score_batch`.
+    """Adapter base class. Subclasses set :attr:`spec`, optionally :attr:`Params` (a
+    :class:`~speechqe.config.StrictModel`: typed fields, its defaults the only defaults; a
+    third-party plugin may also use a frozen dataclass, validated the same way) and implement
+    :meth:`score_item` or, for batched metrics, :meth:`score_batch`.
 
     Heavy libraries are imported in :meth:`setup` (or lazily in the functional core), never at
     module import, so ``speechqe metrics`` can list every contract without them.
@@ -200,9 +211,17 @@ class Metric(ABC):
     positional: ClassVar[str | None] = None
 
     def __init__(self, params: Any = None, device: str = "cpu"):
-        self.params = params if params is not None else self.Params()
-        if not isinstance(self.params, self.Params):
-            raise TypeError(f"{type(self).__name__} params must be {self.Params.__name__}")
+        if params is None:
+            params = build_params(type(self), {})
+        elif type(params) is not self.Params:
+            # exactly: a subclass's extra fields would enter this metric's model id
+            raise TypeError(f"{type(self).__name__} params must be {self.Params.__name__} "
+                            f"(got {type(params).__name__})")
+        elif dataclasses.is_dataclass(params):
+            # a dataclass built in code skipped validation: validate (and convert) it now
+            params = build_params(type(self), {f.name: getattr(params, f.name)
+                                               for f in dataclasses.fields(params)})
+        self.params = params
         self.device = device
         self._ready = False
         self._store_id: str | None = None
@@ -298,10 +317,18 @@ class Metric(ABC):
 
 
 def params_id(params: Any) -> str:
-    """A short stable id of a params dataclass: ``'default'`` or ``'p-<hash>'``."""
-    if not dataclasses.is_dataclass(params):
+    """A short stable id of validated parameters: ``'default'`` for a metric without
+    parameters, else ``'p-'`` + 12 hex digits of the sha256 of their canonical JSON (every
+    field, sorted keys).
+
+    Every field counts, defaults included, so that changing a default changes the id (and the
+    numbers are computed again) instead of mixing with records made under the old default.
+    Values are hashed as validated (``include_c0='0'``, ``0`` and ``False`` are one value).
+    """
+    if isinstance(params, StrictModel) or dataclasses.is_dataclass(params):
+        d = plain(params) if isinstance(params, StrictModel) else dataclasses.asdict(params)
+    else:
         return "default"
-    d = dataclasses.asdict(params)
     if not d:
         return "default"
     blob = json.dumps(d, sort_keys=True, default=str)
@@ -316,24 +343,32 @@ def asset_model_id(params: Any, asset_name: str) -> str:
     return f"{params_id(params)}/{asset_name}-{assets.get(asset_name).fingerprint()}"
 
 
-def build_params(cls: type[Metric], values: Mapping[str, Any] | None) -> Any:
-    """Build ``cls.Params`` from a mapping; unknown keys are errors."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-    unknown = set(values) - set(fields)
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ConfigError(
-            f"unknown parameter(s) {sorted(unknown)} for metric '{cls.spec.name}' "
-            f"(known: {known})"
-        )
-    for k, v in list(values.items()):
-        ftype = fields[k].type
-        if isinstance(v, list):
-            values[k] = tuple(v)
-        elif ftype in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
-            values[k] = float(v)
-    try:
-        return cls.Params(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad parameters for metric '{cls.spec.name}': {exc}") from exc
+def build_params(
+    cls: type[Metric],
+    values: Mapping[str, Any] | None,
+    *,
+    source: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Any:
+    """Validate ``values`` into ``cls.Params``: each value is converted to its declared type
+    (pydantic's lax mode, right for strings from a command line: ``'0'``, ``'false'`` and
+    ``False`` are one boolean, ``'1e-3'`` a float), ``Literal`` choices and bounds are
+    checked, unknown keys are errors listing the known ones.
+
+    Args:
+        source: named in messages (default: ``metric 'NAME'``).
+        labels: names of keys that came from elsewhere (``{'include_c0':
+            '--param mcd.include_c0'}``), shown instead of ``source`` for them.
+
+    Raises:
+        ConfigError: every bad or unknown key, with its value and what was expected.
+    """
+    return validate(cls.Params, dict(values or {}), source or f"metric '{cls.spec.name}'",
+                    noun="parameter", labels=labels)
+
+
+def canonical_values(params: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """The validated values of ``keys`` in ``params`` as JSON-able data (``{'include_c0':
+    '0'}`` given -> ``{'include_c0': False}``): the form recorded with runs and requests."""
+    d = plain(params) if isinstance(params, StrictModel) else dataclasses.asdict(params)
+    return {k: plain(d[k]) for k in keys}

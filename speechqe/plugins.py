@@ -22,10 +22,10 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from speechqe.errors import ConfigError
-from speechqe.metric import Metric, MetricSpec, build_params
+from speechqe.metric import Metric, MetricSpec, build_params, canonical_values
 
 #: The entry-point group metrics are registered under.
 ENTRY_POINT_GROUP = "speechqe.metrics"
@@ -145,22 +145,101 @@ def parse_metric_ref(ref: str) -> tuple[str, str | None]:
 
 
 def create(
-    ref: str, params: Mapping[str, Any] | None = None, device: str = "cpu"
+    ref: str,
+    params: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    *,
+    source: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Metric:
-    """Instantiate a metric from ``'name'`` or ``'name:value'`` and a params mapping.
+    """Instantiate a metric from ``'name'`` or ``'name:value'`` and a params mapping; the
+    values are validated and converted by the metric's ``Params`` types
+    (:func:`~speechqe.metric.build_params`).
+
+    Args:
+        source, labels: where the parameters came from, named in errors (see
+            :func:`~speechqe.metric.build_params`).
 
     Raises:
-        ConfigError: unknown metric or parameter, or a ``:value`` for a metric without a
-            positional parameter.
+        ConfigError: unknown metric, an unknown or bad parameter (named, with its value and
+            the expected type or choices), or a ``:value`` for a metric without a positional
+            parameter.
     """
     name, value = parse_metric_ref(ref)
     cls = get(name)
     values = dict(params or {})
+    labels = dict(labels or {})
     if value is not None:
         if not cls.positional:
             raise ConfigError(f"metric '{name}' takes no ':value' argument (got '{ref}')")
+        if cls.positional in values and values[cls.positional] != value:
+            raise ConfigError(f"metric '{name}': {cls.positional} is given twice ('{ref}' and "
+                              f"{cls.positional}={values[cls.positional]!r}); give it once")
         values[cls.positional] = value
-    return cls(build_params(cls, values), device=device)
+        labels.setdefault(cls.positional, f"'{ref}' ({cls.positional})")
+    return cls(build_params(cls, values, source=source, labels=labels), device=device)
+
+
+def canonical_params(
+    ref: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    source: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Validate ``params`` for metric ``ref`` (as :func:`create`, without setting anything
+    up) and return the validated values of the keys given, in their canonical form:
+    ``{'include_c0': '0'}`` -> ``{'include_c0': False}``.
+
+    Raises:
+        ConfigError: as :func:`create`.
+    """
+    metric = create(ref, params, source=source, labels=labels)
+    return canonical_values(metric.params, (params or {}).keys())
+
+
+#: How a ``--param`` override is named in messages.
+PARAM_LABEL = "--param {metric}.{name}"
+
+
+def resolve_params(
+    entries: Sequence[Any],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    origin: str = "",
+    label: str = PARAM_LABEL,
+) -> list[dict[str, Any]]:
+    """The parameters each entry (a :class:`~speechqe.suites.SuiteEntry`: ``.ref`` and
+    ``.params``) runs with: the entry's own (from a suite), updated by
+    ``overrides`` (``{metric: {name: value}}``, e.g. ``--param``), validated against the
+    metric's ``Params`` and in canonical form (``{'include_c0': '0'}`` ->
+    ``{'include_c0': False}``), in the order of ``entries``.
+
+    Args:
+        origin: where the entries came from (a suite file), named in errors about their
+            parameters.
+        label: how an override is named in errors (``{metric}`` and ``{name}`` filled in).
+
+    Raises:
+        ConfigError: an unknown metric; an unknown or bad parameter, named by where it came
+            from (``--param mcd.include_c0: Input should be a valid boolean ... (got
+            'maybe')``), with the expected type or choices; overrides for a metric that is
+            not among the entries.
+    """
+    overrides = {m: dict(p) for m, p in (overrides or {}).items()}
+    names = [parse_metric_ref(e.ref)[0] for e in entries]
+    missing = sorted(set(overrides) - set(names))
+    if missing:
+        given = label.partition("{metric}")[0].rstrip(" .") or "parameters"
+        raise ConfigError(f"{given} given for metrics not in this run: {missing} "
+                          f"(this run's metrics: {', '.join(names)})")
+    out = []
+    for e, name in zip(entries, names):
+        own, extra = dict(e.params), overrides.get(name, {})
+        labels = {k: f"{origin}: {name}.{k}" if origin else f"{name}.{k}" for k in own}
+        labels.update({k: label.format(metric=name, name=k) for k in extra})
+        out.append(canonical_params(e.ref, {**own, **extra}, labels=labels))
+    return out
 
 
 def output_specs() -> dict[str, Any]:

@@ -128,6 +128,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 #: Run columns added after version 1 (``None`` when reading an older store).
 _RUN_COLUMNS_V2 = ("assets", "set_hash", "flow_run_id", "error")
 
+#: Layouts of exported results: one row per item and output, or one line per item.
+LAYOUTS = ("long", "wide")
+
 #: Columns of the long-format results (``Store.results`` and exports), in order.
 RESULT_COLUMNS = (
     "run_id", "item_id", "system", "metric", "value", "status", "error", "error_type",
@@ -396,7 +399,12 @@ class Store:
         return out
 
     def run(self, run_id: str | None = None) -> dict[str, Any]:
-        """A run by id, or the latest run when ``run_id`` is ``None`` or ``'latest'``."""
+        """A run by id or unique id prefix, or the latest run when ``run_id`` is ``None`` or
+        ``'latest'``.
+
+        Raises:
+            ConfigError: no such run, or a prefix that several runs share (they are listed).
+        """
         runs = self.runs()
         if not runs:
             raise ConfigError(f"{self.path} holds no runs")
@@ -408,17 +416,29 @@ class Store:
         matches = [r for r in runs if r["run_id"].startswith(str(run_id))]
         if len(matches) == 1:
             return matches[0]
-        raise ConfigError(f"no run '{run_id}' in {self.path}")
+        if matches:
+            shown = "; ".join(f"{r['run_id']} ({r['name'] or '-'}, {r['status']}, "
+                              f"{str(r['started_at'])[:19]})" for r in matches[-10:])
+            more = f" (the latest 10 of {len(matches)})" if len(matches) > 10 else ""
+            raise ConfigError(f"'{run_id}' matches {len(matches)} runs in {self.path}{more}: "
+                              f"{shown}; give more of the run id")
+        raise ConfigError(f"no run '{run_id}' in {self.path} (see 'speechqe runs')")
 
-    def _results_sql(self) -> str:
-        return """
+    def _results_sql(self, own_only: bool = False) -> str:
+        # A run links all its planned records when it starts; one that stopped early may have
+        # the rest computed later by another run. ``own_only`` keeps what the run itself
+        # computed and what was stored before it started.
+        own = ("""AND (s.run_id = r.run_id
+                 OR s.created_at <= (SELECT started_at FROM runs WHERE runs.run_id = r.run_id))"""
+               if own_only else "")
+        return f"""
             SELECT r.run_id, r.item_id, i.system, s.metric, s.value, s.status, s.error,
                    s.error_type, s.scorer, s.metric_version, s.model_id, i.path, i.sha256, s.extra
             FROM run_scores r
             JOIN items i ON i.run_id = r.run_id AND i.item_id = r.item_id
             JOIN scores s ON s.input_key = r.input_key AND s.scorer = r.scorer
                  AND s.metric_version = r.metric_version AND s.model_id = r.model_id
-            WHERE r.run_id = ?
+            WHERE r.run_id = ? {own}
             ORDER BY i.system, r.item_id, s.metric
         """
 
@@ -433,9 +453,15 @@ class Store:
             [run_id],
         ).fetchone())
 
-    def results(self, run_id: str) -> list[dict[str, Any]]:
-        """Long-format results of a run (one row per item and metric output)."""
-        rows = self.con.execute(self._results_sql(), [run_id]).fetchall()
+    def results(self, run_id: str, *, own_only: bool = False) -> list[dict[str, Any]]:
+        """Long-format results of a run (one row per item and metric output).
+
+        Args:
+            own_only: only the records the run computed itself or found stored when it
+                started; for a run that stopped early (interrupted, killed), whose remaining
+                records a later run may have computed since.
+        """
+        rows = self.con.execute(self._results_sql(own_only), [run_id]).fetchall()
         out = []
         for row in rows:
             d = dict(zip(RESULT_COLUMNS, row))
@@ -453,22 +479,77 @@ class Store:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
-    def export(self, run_id: str, path: str | Path) -> Path:
-        """Write a run's long-format results to ``.csv``, ``.parquet`` or ``.jsonl``.
+    def export(self, run_id: str, path: str | Path, *, layout: str = "long") -> Path:
+        """Write a run's results to ``path``.
 
-        Error rows have an empty ``value`` (CSV) / null (Parquet, JSONL): never 0.
+        ``layout='long'``: one row per item and metric output, as ``.csv``, ``.parquet`` or
+        ``.jsonl``; error rows have an empty ``value`` (CSV) / null (Parquet, JSONL): never 0.
+        ``layout='wide'``: ``.jsonl`` only, one line per item (:meth:`wide_rows`).
         """
         path = Path(path)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+        if layout == "wide":
+            if path.suffix.lower() not in (".jsonl", ".ndjson"):
+                raise ConfigError(f"--layout wide writes JSONL: --out must end in .jsonl (got {path.name})")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in self.wide_rows(run_id):
+                    f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            tmp.replace(path)
+            return path
         fmt = {".csv": "(FORMAT CSV, HEADER)", ".parquet": "(FORMAT PARQUET)",
                ".jsonl": "(FORMAT JSON)", ".ndjson": "(FORMAT JSON)"}.get(path.suffix.lower())
         if fmt is None:
-            raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {path.name})")
+            raise ConfigError(f"an export file must end in .csv, .parquet or .jsonl "
+                              f"(got {path.name})")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         sql = self._results_sql().replace("?", "'" + run_id.replace("'", "''") + "'")
         self.con.execute(f"COPY ({sql}) TO '{_sql_path(tmp)}' {fmt}")
         tmp.replace(path)
         return path
+
+    def wide_rows(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """One dict per item of the run, the shape VERSA writes (one JSON line per utterance):
+        ``key`` (the item id), ``system``, ``path``, then one key per metric output of the
+        run, then ``errors``.
+
+        A value is a finite number or ``null``; every ``null`` has its reason in ``errors``
+        (``{output: {"type": error_type, "message": error}}``), including outputs with no
+        record at all (``not_scored``: e.g. an interrupted run). Strict JSON: no NaN or
+        Infinity.
+        """
+        run = self.run(run_id)
+        outputs: list[str] = []
+        for m in json.loads(run["metrics"] or "[]"):
+            outputs += [o for o in m.get("outputs", []) if o not in outputs]
+        by_item: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in self.results(run["run_id"]):
+            by_item.setdefault(r["item_id"], {})[r["metric"]] = r
+            if r["metric"] not in outputs:
+                outputs.append(r["metric"])
+        for it in sorted(self.items(run["run_id"]), key=lambda i: (i["system"] or "", i["item_id"])):
+            row: dict[str, Any] = {"key": it["item_id"], "system": it["system"], "path": it["path"]}
+            errors: dict[str, dict[str, str]] = {}
+            recs = by_item.get(it["item_id"], {})
+            for o in outputs:
+                r = recs.get(o)
+                if r is None:
+                    row[o] = None
+                    errors[o] = {"type": "not_scored",
+                                 "message": "no record for this item in this run (interrupted or failed run?)"}
+                elif r["status"] != "ok":
+                    row[o] = None
+                    errors[o] = {"type": r["error_type"] or "error", "message": r["error"] or ""}
+                elif r["value"] is None or not math.isfinite(r["value"]):
+                    row[o] = None
+                    errors[o] = {"type": "non_finite", "message": f"stored value {r['value']!r}"}
+                else:
+                    row[o] = float(r["value"])
+            row["errors"] = errors
+            yield row
 
 
 def _sql_path(p: Path) -> str:

@@ -16,6 +16,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property tests: CI runs a fixed, derandomized sequence of examples (a failure there is
+# reproducible and never flaky); a developer's run explores new examples each time.
+# `.ci/run` sets HYPOTHESIS_PROFILE=ci; set it yourself to reproduce CI.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = Path(os.environ.get("SPEECHQE_CORPORA", REPO.parent / "shared" / "corpora"))

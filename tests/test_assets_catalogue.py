@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 
 import pytest
@@ -101,13 +102,52 @@ def test_unknown_checksum_is_pinned_on_first_use_and_changes_are_refused(cache, 
     assert a.fingerprint() != fp
 
 
-def test_catalogue_rejects_malformed_entries():
-    with pytest.raises(ConfigError, match="64 lower-case hex"):
-        assets._parse_asset({"name": "x", "source": "local", "files": {"a": {"sha256": "abc"}}}, "t")
-    with pytest.raises(ConfigError, match="needs a url"):
-        assets._parse_asset({"name": "x", "source": "url", "files": {"a": {"sha256": "a" * 64}}}, "t")
-    with pytest.raises(ConfigError, match="unknown asset keys"):
-        assets._parse_asset({"name": "x", "source": "local", "bogus": 1, "files": {"a": None}}, "t")
+@pytest.mark.parametrize("record, message", [
+    ({"name": "x", "source": "local", "files": {"a": {"sha256": "abc"}}},
+     "t: asset 'x': files.0: a: sha256 must be 64 lower-case hex digits or null (unknown: pinned on first use); got 'abc'"),
+    ({"name": "x", "source": "url", "files": {"a": {"sha256": "a" * 64}}},
+     "t: asset 'x': a: a url asset needs a url for each file"),
+    ({"name": "x", "source": "local", "bogus": 1, "files": {"a": None}},
+     "t: asset 'x': unknown key 'bogus' (known: name, source, files, description, "),
+    ({"name": "x", "source": "web", "files": {"a": None}},
+     "t: asset 'x': source: Input should be 'package', 'url' or 'local' (got 'web')"),
+    ({"name": "x", "source": "local", "files": {}}, "t: asset 'x': the asset lists no files"),
+    ({"name": "x", "source": "local", "files": {"a": {"sha": "0" * 64}}},
+     "t: asset 'x': files.0: unknown key 'sha' (known: name, sha256, url, size)"),
+    ({"name": "x", "source": "local", "files": {"a": {"size": "big"}}},
+     "t: asset 'x': files.0.size: Input should be a valid integer, unable to parse string as an integer (got 'big')"),
+    ({"source": "local", "files": {"a": None}}, "t: name: Field required"),
+])
+def test_catalogue_rejects_malformed_entries(record, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        assets._parse_asset(record, "t")
+
+
+def test_catalogue_records_round_trip_and_repeat_no_default(tmp_path):
+    """Every shipped record validates, survives a round trip through its plain form, and sets
+    no key to the model's own default (defaults live in the model only)."""
+    import yaml
+
+    for path in sorted(assets.catalogue_dir().glob("*.yaml")):
+        for raw in yaml.safe_load(path.read_text(encoding="utf-8")):
+            a = assets._parse_asset(raw, str(path))
+            assert assets.Asset.model_validate(a.model_dump()) == a
+            for key, value in raw.items():
+                field = assets.Asset.model_fields[key]
+                assert field.is_required() or value != field.default, (path.name, a.name, key)
+            for spec in (raw["files"] or {}).values():
+                for key, value in (spec if isinstance(spec, dict) else {}).items():
+                    assert value != assets.AssetFile.model_fields[key].default, (path.name, a.name, key)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- name: x\n  source: local\n  files: {a: {sha256: abc}}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{bad}: asset 'x': files.0: a: sha256 must be")):
+        assets.load_catalogue([bad])
+    bad.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="an asset catalogue is a YAML list"):
+        assets.load_catalogue([bad])
+    bad.write_text("- [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        assets.load_catalogue([bad])
 
 
 def test_models_cli_lists_and_verifies():

@@ -48,7 +48,9 @@ def test_score_wer_cer_speaker_sim_from_the_cli(tmp_path):
               for r in by["wer"]]
     for r, extra in zip(by["wer"], extras):
         assert r["status"] == "ok" and extra["hypothesis"] and "substitutions" in extra
-    assert all(r["value"] > 0.6 for r in by["speaker_sim"])  # same speaker
+    # same speaker (LJSpeech): measured 0.824-0.950 with Resemblyzer; different LibriSpeech
+    # speakers average 0.525 (tests/speaker), so 0.75 separates the two with margin
+    assert all(r["value"] > 0.75 for r in by["speaker_sim"])
     assert sum(e["errors"] for e in extras) / sum(e["ref_words"] for e in extras) <= 0.10
     # a rerun reuses every stored record (the ASR model id is stable)
     again = CliRunner().invoke(app, [

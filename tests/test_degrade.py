@@ -25,6 +25,15 @@ def test_babble_is_deterministic_and_normalised():
     b = degrade.babble(talkers, 20000, seed=3)
     np.testing.assert_array_equal(a, b)
     assert a.size == 20000
+    # each talker enters at unit power whatever its level: one talker -> power 1, scaling a
+    # talker changes nothing, two independent talkers add up to ~2
+    for t in talkers:
+        one = degrade.babble([t], 20000, seed=3)
+        assert degrade.power(one) == pytest.approx(1.0, rel=0.02)
+        np.testing.assert_allclose(degrade.babble([100.0 * t], 20000, seed=3), one, rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(1)
+    two = degrade.babble([rng.standard_normal(30000), 0.01 * rng.standard_normal(30000)], 30000, seed=0)
+    assert degrade.power(two) == pytest.approx(2.0, rel=0.05)
 
 
 def test_band_limit_removes_high_band():

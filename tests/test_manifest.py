@@ -71,8 +71,8 @@ def test_transcripts_tsv_with_header_and_matching(tmp_path):
     s = manifest.from_folder(tmp_path / "g").with_transcripts(tsv)
     assert {it.text for it in s} == {"The birch canoe."}
     bad = tmp_path / "bad.tsv"
-    bad.write_text("u1 no tab here\n")
-    with pytest.raises(ConfigError, match="expected 'id<TAB>text'"):
+    bad.write_text("u0\tfirst line has a tab\nu1 no tab here\n")
+    with pytest.raises(ConfigError, match="bad.tsv:2: expected 'id<TAB>text'"):
         manifest.read_transcripts(bad)
     dup = tmp_path / "dup.tsv"
     dup.write_text("a\tx\na\ty\n")

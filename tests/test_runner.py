@@ -229,3 +229,80 @@ def test_prompts_alone_satisfy_a_prompt_as_reference_metric(tmp_path, toy_metric
     assert [r.ref for r in plan.requests] == ["speaker_sim"]
     assert get("speaker_sim").spec.prompt_as_reference
     assert not get("toy_snr").spec.prompt_as_reference
+
+
+def _all_records(st):
+    return st.con.execute(
+        "SELECT input_key, metric, status, value FROM scores ORDER BY input_key, metric"
+    ).fetchall()
+
+
+def test_retry_errors_rescores_stored_errors_only(tmp_path, toy_metrics):
+    """A stored error is reused by a plain rerun (an unreadable file would fail the same way
+    again) and rescored with retry_errors, replacing its record: one record per (item, metric),
+    the ok items untouched."""
+    for k in range(4):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.3 + 0.1 * k, seed=k)
+    marker = tmp_path / "g" / "u2.wav.fail"
+    marker.write_text("")
+    sset = manifest.from_folder(tmp_path / "g")
+    with Store(tmp_path / "s.duckdb") as st:
+        r1 = runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st)
+        errors = {r["item_id"]: r["error_type"] for r in st.results(r1.run_id) if r["status"] == "error"}
+        assert errors == {"u2": "metric_failed"}
+        marker.unlink()  # the transient cause is gone
+        r2 = runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st)
+        assert (r2.n_scored_items, r2.n_reused_items, r2.n_new_records) == (0, 4, 0)
+        assert [r["status"] for r in st.results(r2.run_id) if r["item_id"] == "u2"] == ["error"]
+        before = {k: v for k, m, s, v in _all_records(st) if s == "ok"}
+        r3 = runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st, retry_errors=True)
+        assert (r3.n_scored_items, r3.n_reused_items, r3.n_new_records, r3.n_new_errors) == (1, 3, 1, 0)
+        rows = _all_records(st)
+        assert len(rows) == 4 and all(s == "ok" for _, _, s, _ in rows)
+        assert {k: v for k, m, s, v in rows if k in before} == before
+        u2 = [r for r in st.results(r3.run_id) if r["item_id"] == "u2"]
+        assert len(u2) == 1 and u2[0]["value"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_retry_errors_from_the_command_line(tmp_path, toy_metrics):
+    from typer.testing import CliRunner
+
+    from speechqe.cli.main import app
+
+    for k in range(3):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.3, seed=k)
+    (tmp_path / "g" / "u1.wav.fail").write_text("")
+    db = tmp_path / "s.duckdb"
+    cmd = ["score", str(tmp_path / "g"), "--metrics", "toy_flaky", "--db", str(db),
+           "--progress", "none"]
+    cli = CliRunner()
+    first = cli.invoke(app, cmd)
+    assert first.exit_code == 0 and "1 errors on 1 items" in " ".join(first.output.split())
+    (tmp_path / "g" / "u1.wav.fail").unlink()
+    plain = cli.invoke(app, cmd)
+    assert "1 errors on 1 items" in " ".join(plain.output.split())  # reused, not rescored
+    retried = cli.invoke(app, cmd + ["--retry-errors"])
+    assert retried.exit_code == 0, retried.output
+    assert "0 errors on 0 items" in " ".join(retried.output.split())
+    with Store(db, read_only=True) as st:
+        assert len(_all_records(st)) == 3
+
+
+def test_ctrl_c_records_an_interrupted_run_that_a_rerun_completes(tmp_path, toy_metrics):
+    """KeyboardInterrupt in the middle of a run: the committed chunks stay, the run is recorded
+    'interrupted' (not 'finished', not lost), and a rerun scores only the rest."""
+    for k in range(6):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.2 + 0.05 * k, seed=k)
+    stop = tmp_path / "g" / "u4.wav.interrupt"  # u4 sorts into the third chunk (by duration)
+    stop.write_text("")
+    sset = manifest.from_folder(tmp_path / "g")
+    with Store(tmp_path / "s.duckdb") as st:
+        with pytest.raises(KeyboardInterrupt):
+            runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st, chunk_size=2)
+        (run,) = st.runs()
+        assert run["status"] == "interrupted"
+        assert len(_all_records(st)) == 4  # the first two chunks were committed
+        stop.unlink()
+        r2 = runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st, chunk_size=2)
+        assert (r2.status, r2.n_scored_items, r2.n_reused_items) == ("finished", 2, 4)
+        assert len(_all_records(st)) == 6

@@ -153,3 +153,28 @@ def test_failed_run_before_scoring_is_recorded(tmp_path):
                                    code_version="x", error="no such folder")
         r = st.run(rid)
     assert (r["status"], r["error"], r["n_items"]) == ("failed", "no such folder", 0)
+
+
+def test_wide_rows_one_line_per_item_errors_and_unscored(tmp_path):
+    items = [AudioItem(id="u0", path="/x/u0.wav", system="A", sha256="h0"),
+             AudioItem(id="u1", path="/x/u1.wav", system="A", sha256="h1"),
+             AudioItem(id="u2", path="/x/u2.wav", system="B", sha256="h2")]
+    with Store(tmp_path / "s.duckdb") as st:
+        rid = st.start_run(name="t", source="s", suite=None, params={}, code_version="x",
+                           n_items=3, metrics=[{"name": "m", "version": "1", "model_id": "default",
+                                                "outputs": ["m"]}])
+        st.add_items(rid, items)
+        st.link(rid, [(it.id, "m", it.sha256, "1", "default") for it in items[:2]])
+        st.write(rid, [_rec("h0", "m", 0.5),
+                       _rec("h1", "m", float("nan"), "error", error_type="silent", error="quiet")])
+        st.finish_run(rid, "interrupted")
+        rows = list(st.wide_rows(rid))
+        path = st.export(rid, tmp_path / "w.jsonl", layout="wide")
+        with pytest.raises(ConfigError, match="--layout wide writes JSONL"):
+            st.export(rid, tmp_path / "w.csv", layout="wide")
+    assert rows[0] == {"key": "u0", "system": "A", "path": "/x/u0.wav", "m": 0.5, "errors": {}}
+    assert rows[1]["m"] is None and rows[1]["errors"] == {"m": {"type": "silent", "message": "quiet"}}
+    assert rows[2]["m"] is None and rows[2]["errors"]["m"]["type"] == "not_scored"
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["u0", "u1", "u2"]
+    assert "NaN" not in path.read_text()

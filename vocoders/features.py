@@ -54,7 +54,6 @@ class FeatureSource:
     def features(self, items: Sequence[AudioItem]) -> list[np.ndarray | ItemError]:
         """``(frames, dim)`` float32 per item, or the :class:`ItemError` that item raised
         (unreadable, silent, ...): aligned with ``items``, never filtered."""
-        from speechqe.audio import LoadedAudio
         from speechqe.encoders import encode_cached
 
         layer = self.resolved_layer
@@ -64,7 +63,7 @@ class FeatureSource:
             try:
                 if not it.ok:
                     raise item_error(it.error_type or "unreadable", it.error or "unreadable")
-                sig = LoadedAudio.from_file(it.path).at(self.sample_rate)
+                sig = it.load().at(self.sample_rate)  # honours a segment/channel
             except ItemError as exc:
                 out[i] = exc
                 continue

@@ -9,13 +9,19 @@ and a sample-by-sample metric on it would be meaningless, so it is an error.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated
 
+import numpy as np
+from pydantic import Field
+
+from speechqe.config import Float
 from speechqe.errors import LengthMismatchError
 
 #: Largest reference/signal length difference, in seconds, that is trimmed rather than refused
 #: (50 ms: above a 1024-sample codec frame at 22.05 kHz, far below a word).
 MAX_LENGTH_DIFF_S = 0.05
+#: The type of the ``max_length_diff_s`` parameter of the metrics that use :func:`match_lengths`.
+MaxLengthDiff = Annotated[Float, Field(ge=0)]
 
 
 def match_lengths(

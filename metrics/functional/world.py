@@ -16,42 +16,44 @@ users use): 8 kHz 0.312, 16 kHz 0.41, 22.05 kHz 0.455, 24 kHz 0.466, 44.1 kHz 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal, Optional, get_args
 
 import numpy as np
+from pydantic import Field, model_validator
+
+from speechqe.config import NONE_WORDS, Float, Int, StrictModel
 
 #: All-pass constants by sample rate (pysptk.util.mcepalpha, rounded to 3 decimals).
 MCEP_ALPHA = {8000: 0.312, 16000: 0.41, 22050: 0.455, 24000: 0.466, 44100: 0.544, 48000: 0.554}
-F0_METHODS = ("harvest", "dio")
+F0Method = Literal["harvest", "dio"]
+F0_METHODS = get_args(F0Method)
 
 
-@dataclass(frozen=True)
-class WorldParams:
+class WorldParams(StrictModel):
     """Analysis settings shared by ``mcd`` and ``f0`` (equal settings -> one shared analysis).
 
     Attributes:
         f0_method: ``'harvest'`` or ``'dio'`` (DIO + StoneMask).
-        f0_floor, f0_ceil: F0 search range in Hz (pyworld's defaults).
-        frame_period_ms: analysis hop in milliseconds.
-        mcep_order: mel-cepstrum order M (M + 1 coefficients c_0..c_M).
-        mcep_alpha: all-pass constant; ``None`` picks :data:`MCEP_ALPHA` for the rate.
+        f0_floor, f0_ceil: F0 search range in Hz (pyworld's defaults), ``0 < floor < ceil``.
+        frame_period_ms: analysis hop in milliseconds (> 0).
+        mcep_order: mel-cepstrum order M >= 1 (M + 1 coefficients c_0..c_M).
+        mcep_alpha: all-pass constant in (-1, 1); ``None`` (``none`` on a command line) picks
+            :data:`MCEP_ALPHA` for the rate.
     """
 
-    f0_method: str = "harvest"
-    f0_floor: float = 71.0
-    f0_ceil: float = 800.0
-    frame_period_ms: float = 5.0
-    mcep_order: int = 24
-    mcep_alpha: float | None = None
+    f0_method: F0Method = "harvest"
+    f0_floor: Annotated[Float, Field(gt=0)] = 71.0
+    f0_ceil: Annotated[Float, Field(gt=0)] = 800.0
+    frame_period_ms: Annotated[Float, Field(gt=0)] = 5.0
+    mcep_order: Annotated[Int, Field(ge=1)] = 24
+    mcep_alpha: Annotated[Optional[Annotated[Float, Field(gt=-1, lt=1)]], NONE_WORDS] = None
 
-    def __post_init__(self) -> None:
-        if self.f0_method not in F0_METHODS:
-            raise ValueError(f"f0_method must be one of {F0_METHODS}, got {self.f0_method!r}")
-        if not 0 < self.f0_floor < self.f0_ceil:
-            raise ValueError("need 0 < f0_floor < f0_ceil")
-        if self.frame_period_ms <= 0 or self.mcep_order < 1:
-            raise ValueError("frame_period_ms must be > 0 and mcep_order >= 1")
-        if self.mcep_alpha is not None and not -1 < self.mcep_alpha < 1:
-            raise ValueError("mcep_alpha must lie in (-1, 1)")
+    @model_validator(mode="after")
+    def _f0_range(self) -> "WorldParams":
+        if not self.f0_floor < self.f0_ceil:
+            raise ValueError(f"need f0_floor < f0_ceil (got f0_floor={self.f0_floor}, "
+                             f"f0_ceil={self.f0_ceil})")
+        return self
 
     def analysis_key(self) -> tuple:
         """The settings that determine :func:`analyse`'s output (for caches)."""

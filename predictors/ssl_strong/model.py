@@ -23,14 +23,12 @@ embeddings, a 512-unit BLSTM, a 2048-unit ReLU projection with dropout 0.3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechqe.encoders.ssl import LayerMix, SSLEncoder
-from speechqe.errors import ConfigError
+from ..config import StrongModelConfig  # noqa: F401 - the head's config lives with the others
 
 #: Symbols of the text-sequence encoder: 0 = padding, 1 = unknown, then these characters.
 SYMBOLS = "abcdefghijklmnopqrstuvwxyz' "
@@ -45,47 +43,7 @@ def text_to_ids(text: str | None) -> list[int]:
     return ids or [1]
 
 
-@dataclass(frozen=True)
-class StrongModelConfig:
-    """Architecture of the head (the SSL encoder is configured separately).
 
-    Attributes:
-        layer: SSL hidden state fed to the head (``-1``: last, UTMOS) or ``'weighted'``.
-        domain_dim, listener_dim: embedding sizes.
-        blstm_hidden: BLSTM units per direction.
-        proj_hidden: hidden units of the projection.
-        dropout: dropout in the projection.
-        phoneme: add the text-sequence encoder (UTMOS's phoneme encoder; here over the
-            transcript's characters, the symbols available without a phonemiser).
-        phoneme_dim, phoneme_layers: its embedding/hidden/output size and BLSTM depth.
-        score_range: the label scale ``(low, high)``; the model predicts on ``[-1, 1]``.
-    """
-
-    layer: int | str = -1
-    domain_dim: int = 128
-    listener_dim: int = 128
-    blstm_hidden: int = 512
-    proj_hidden: int = 2048
-    dropout: float = 0.3
-    phoneme: bool = False
-    phoneme_dim: int = 256
-    phoneme_layers: int = 3
-    score_range: tuple[float, float] = (1.0, 5.0)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.layer, str) and self.layer != "weighted":
-            raise ConfigError(f"layer must be an integer or 'weighted', got {self.layer!r}")
-        lo, hi = self.score_range
-        if not hi > lo:
-            raise ConfigError(f"score_range must be (low, high) with high > low, got {self.score_range}")
-
-    def normalise(self, mos):
-        lo, hi = self.score_range
-        return (mos - (lo + hi) / 2) / ((hi - lo) / 2)
-
-    def denormalise(self, s):
-        lo, hi = self.score_range
-        return s * ((hi - lo) / 2) + (lo + hi) / 2
 
 
 class TextEncoder(nn.Module):

@@ -31,7 +31,7 @@ import torch
 from speechqe.encoders.base import length_buckets
 from speechqe.errors import ConfigError
 
-from ..config import to_plain
+from ..config import StrongTrainConfig, plain
 from ..data import domain_of
 from .augment import augment
 from .loss import utmos_loss
@@ -42,37 +42,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 
 
-@dataclass(frozen=True)
-class StrongTrainConfig:
-    """Optimisation settings (defaults: UTMOS22)."""
 
-    steps: int = 15000
-    batch_size: int = 12
-    accumulate: int = 2
-    lr: float = 2e-5
-    head_lr: float = 0.0  # 0: same as lr
-    warmup_steps: int = 4000
-    grad_clip: float = 1.0
-    max_seconds: float = 10.0
-    tau: float = 0.25
-    margin: float = 0.1
-    contrastive_weight: float = 0.5
-    use_listeners: bool = True
-    augment: bool = True
-    speed_range: float = 0.1
-    pitch_cents: float = 300.0
-    freeze_ssl: bool = False
-    freeze_feature_extractor: bool = False
-    ssl_layer_drop: float = -1.0  # <0: keep the encoder's own LayerDrop probability
-    amp: str = "auto"  # auto | bf16 | fp16 | none
-    checkpoint_every: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.amp not in ("auto", "bf16", "fp16", "none"):
-            raise ConfigError(f"amp must be auto, bf16, fp16 or none; got '{self.amp}'")
-        if self.steps < 1 or self.batch_size < 1 or self.accumulate < 1:
-            raise ConfigError("steps, batch_size and accumulate must be >= 1")
 
 
 @dataclass
@@ -126,7 +96,7 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def config_fingerprint(*objs) -> str:
-    blob = json.dumps([to_plain(o) for o in objs], sort_keys=True, default=str)
+    blob = json.dumps([plain(o) for o in objs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,14 +1,18 @@
 """Utterance-level feature vectors for the weak learners, cached by content hash.
 
-A feature set is one of:
+A feature set (:class:`~speechqe.predictors.config.FeatureSetSpec`) is one of:
 
-* ``encoder``: any registered encoder (SSL, openai-whisper, CTranslate2 Whisper, log-mel);
-  each selected hidden state is pooled over valid frames into its mean and standard deviation
-  (UTMOS's weak learners used mean-pooled SSL features), and the layers are concatenated;
+* ``encoder``: any registered encoder (SSL, openai-whisper with every block, CTranslate2
+  Whisper, log-mel); each selected hidden state is pooled over valid frames into statistics
+  (:func:`pool`; UTMOS's weak learners used mean-pooled SSL features), and the layers are
+  concatenated; with ``layer_mode: each`` every layer is also a block of its own
+  (:meth:`FeatureExtractor.blocks`), trained on separately, so that the stacker's non-negative
+  weights over the blocks are learned layer weights;
 * ``dnsmos``: DNSMOS P.835 SIG, BAK, OVRL and P.808 (the registered ``dnsmos`` metric);
 * ``distillmos``: the DistillMOS score (the registered ``distillmos`` metric);
 * ``metric``: the outputs of any registered, non-intrusive speechqe metric (``metric: NAME``),
-  so metrics added later are usable as features without code here.
+  so metrics added later are usable as features without code here;
+* ``signal``: cheap degradation descriptors (:mod:`speechqe.predictors.weak.signal`).
 
 Each item's vector is cached under (item sha256, feature id, layers, pooling) in the
 :class:`~speechqe.encoders.FeatureCache`.
@@ -17,9 +21,8 @@ Each item's vector is cached under (item sha256, feature id, layers, pooling) in
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -27,49 +30,28 @@ from speechqe.encoders import EncoderSpec, FeatureCache, feature_key, load_encod
 from speechqe.encoders.base import stable_hash
 from speechqe.errors import ConfigError, ItemError, MetricComputationError
 
-SOURCES = ("encoder", "dnsmos", "distillmos", "metric")
-POOLS = ("mean", "std", "max", "min")
+from ..config import FEATURE_SOURCES as SOURCES  # noqa: F401 - re-exported
+from ..config import POOLS, FeatureSetSpec  # noqa: F401 - re-exported
 
 
-@dataclass(frozen=True)
-class FeatureSetSpec:
-    """A named feature set.
-
-    Attributes:
-        name: column prefix, e.g. ``ct2`` or ``wavlm``.
-        source: ``encoder``, ``dnsmos``, ``distillmos`` or ``metric``.
-        encoder: the :class:`~speechqe.encoders.EncoderSpec` mapping (``source: encoder``).
-        layers: hidden states to pool (``None``: all of them).
-        pooling: statistics over frames, concatenated (``mean``, ``std``, ``max``, ``min``).
-        metric: registered metric name (``source: metric``).
-    """
-
-    name: str
-    source: str = "encoder"
-    encoder: dict[str, Any] | None = None
-    layers: tuple[int, ...] | None = None
-    pooling: tuple[str, ...] = ("mean", "std")
-    metric: str = ""
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"feature set '{self.name}': source must be one of {', '.join(SOURCES)}")
-        if self.source == "encoder" and not self.encoder:
-            raise ConfigError(f"feature set '{self.name}': an encoder feature set needs 'encoder'")
-        if self.source == "metric" and not self.metric:
-            raise ConfigError(f"feature set '{self.name}': a metric feature set needs 'metric'")
-        bad = set(self.pooling) - set(POOLS)
-        if bad or not self.pooling:
-            raise ConfigError(f"feature set '{self.name}': pooling must use {', '.join(POOLS)}")
+def _stat(layer: np.ndarray, s: str) -> np.ndarray:
+    """One pooling statistic of ``(frames, dim)`` -> ``(dim,)``."""
+    if s in ("mean", "std", "max", "min", "median"):
+        return getattr(np, s)(layer, axis=0)
+    if s in ("p10", "p90"):
+        return np.percentile(layer, int(s[1:]), axis=0)
+    d = np.diff(layer, axis=0) if layer.shape[0] > 1 else np.zeros_like(layer)
+    return np.abs(d).mean(axis=0) if s == "dmean" else d.std(axis=0)
 
 
 def pool(frames: np.ndarray, stats: Sequence[str]) -> np.ndarray:
-    """``(layers, frames, dim)`` -> ``(layers * len(stats) * dim,)`` float32."""
+    """``(layers, frames, dim)`` -> ``(layers * len(stats) * dim,)`` float32, layer-major
+    (each layer's statistics are one contiguous block)."""
     f = np.asarray(frames, dtype=np.float64)
     parts = []
     for layer in f:
         for s in stats:
-            parts.append(getattr(np, s)(layer, axis=0))
+            parts.append(_stat(layer, s))
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -90,6 +72,8 @@ class FeatureExtractor:
         s = self.spec
         if s.source == "encoder":
             return load_encoder(EncoderSpec.from_dict(dict(s.encoder)), device=self.device)
+        if s.source == "signal":
+            return _SignalFeatures()
         # dnsmos and distillmos are the registered metrics of those names
         return _MetricFeatures(s.metric or s.source, self.device)
 
@@ -97,11 +81,27 @@ class FeatureExtractor:
     def feature_id(self) -> str:
         m = self._model
         if self.spec.source == "encoder":
-            return f"{m.encoder_id}|{stable_hash({'layers': self.spec.layers, 'pool': self.spec.pooling}, 8)}"
+            pooled = {"layers": list(self.spec.layers) if self.spec.layers is not None else None,
+                      "pool": list(self.spec.pooling)}
+            return f"{m.encoder_id}|{stable_hash(pooled, 8)}"
         return m.feature_id
 
-    def vectors(self, signals: Callable[[int], np.ndarray], hashes: Sequence[str]) -> list[np.ndarray | ItemError]:
-        """One vector per item, or the item's :class:`ItemError`."""
+    def blocks(self, dim: int) -> list[tuple[str, slice]]:
+        """The column blocks learners are trained on, for vectors of size ``dim``: the whole
+        vector (``("", slice(0, dim))``) or, with ``layer_mode: each``, one block per layer
+        (``("L3", ...)``, named by the hidden state's index)."""
+        if self.spec.layer_mode != "each":
+            return [("", slice(0, dim))]
+        layers = self._model.resolve_layers(self.spec.layers)
+        if dim % len(layers):
+            raise RuntimeError(f"feature set '{self.spec.name}': {dim} values for {len(layers)} layers")
+        size = dim // len(layers)
+        return [(f"L{k}", slice(i * size, (i + 1) * size)) for i, k in enumerate(layers)]
+
+    def vectors(self, signals: Callable[[int], np.ndarray], hashes: Sequence[str],
+                progress: Callable[[int, int], None] | None = None) -> list[np.ndarray | ItemError]:
+        """One vector per item, or the item's :class:`ItemError`. ``progress(done, total)`` is
+        called after every batch of items computed (cache hits are not reported)."""
         out: list[np.ndarray | ItemError | None] = [None] * len(hashes)
         fid = self.feature_id
         keys = [feature_key(h, fid) for h in hashes]
@@ -133,7 +133,29 @@ class FeatureExtractor:
                 out[i] = v
                 if self.cache is not None and isinstance(v, np.ndarray):
                     self.cache.put(keys[i], v)
+            if progress is not None:
+                progress(min(b + 8, len(todo)), len(todo))
         return out  # type: ignore[return-value]
+
+
+class _SignalFeatures:
+    """:func:`~speechqe.predictors.weak.signal.signal_features` as a feature source."""
+
+    def __init__(self) -> None:
+        from .signal import NAMES
+
+        self.feature_id = f"signal:1:{stable_hash(list(NAMES), 8)}"
+
+    def vectors(self, signals: Sequence[np.ndarray]) -> list[np.ndarray | ItemError]:
+        from .signal import signal_features
+
+        out: list[np.ndarray | ItemError] = []
+        for x in signals:
+            try:
+                out.append(signal_features(x, 16000))
+            except ValueError as exc:
+                out.append(MetricComputationError(f"signal features: {exc}"))
+        return out
 
 
 class _MetricFeatures:

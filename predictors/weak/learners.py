@@ -1,388 +1,341 @@
-"""Weak learners (UTMOS's "basic machine-learning methods") with pickle-free persistence.
+"""Learners for ~100-10000 items and 4-1000-dimensional features (UTMOS's "basic machine-learning
+methods", made to behave on small listening tests), persisted without pickle.
 
-Each learner fits with scikit-learn or LightGBM and exports what prediction needs as JSON
-parameters plus numpy arrays (``.npz`` read with ``allow_pickle=False``) or, for LightGBM, its
-own text model format. Nothing is ever unpickled on load:
+Every learner is a scikit-learn estimator built from a :class:`~speechqe.predictors.config.
+LearnerSpec`:
 
-* ``ridge``: coefficients and intercept; prediction ``X @ coef + b``.
-* ``svr``: support vectors, dual coefficients, intercept and the RBF ``gamma``; prediction
-  ``sum_i a_i exp(-gamma |x - s_i|^2) + b``, as libsvm computes it.
-* ``knn``: the training set (a kNN model *is* its training set); restored by refitting
-  ``KNeighborsRegressor``, which only stores it, so predictions are identical.
-* ``rf``: every tree's node arrays (children, feature, threshold, leaf value); prediction by
-  traversing them with scikit-learn's rule (``float32(x[f]) <= threshold`` goes left).
-* ``gp``: the training inputs, ``alpha_ = K^-1 y`` and the fitted kernel hyper-parameters;
-  the kernel is rebuilt from its fixed structure and ``theta``; prediction
-  ``y_std * k(x, X) @ alpha + y_mean`` (the posterior mean, as scikit-learn computes it).
-* ``lightgbm``: ``Booster.model_to_string()`` text, loaded with ``Booster(model_str=...)``.
+* inputs are standardised, then optionally reduced by PCA (``pca``), inside the learner, so
+  each fit learns its scaling from its own training rows only;
+* ``svr`` and ``gp`` standardise the target too, so ``C``, ``epsilon`` and the noise level are
+  in units of the label's standard deviation and suit any score range (1-5, 0-100);
+* ``gp`` has a noise term and bounded length scales (relative to the square root of the input
+  dimension, the typical distance between standardised points), so it cannot collapse into an
+  interpolator or a constant unnoticed;
+* hyper-parameters (``tune``) are chosen by grouped K-fold inside the fit
+  (``GridSearchCV`` with ``GroupKFold`` on the fit's own groups), never on held-out data;
+* a fit whose training predictions are constant is flagged :attr:`Learner.degenerate`.
 
-Each export is checked against the fitted estimator's own ``predict`` in the tests.
-Distance- and scale-sensitive learners (ridge, svr, knn, gp) standardise features first; the
-scaler's mean and scale are exported with them.
+Persistence: scikit-learn estimators are written with ``skops.io`` (a zip of JSON and numpy
+arrays; loading instantiates only types on an explicit allow-list, :data:`TRUSTED_TYPES`, plus
+skops' defaults of scikit-learn's own estimators, and is checked before anything is built);
+LightGBM boosters are written in LightGBM's own text model format. Every saved learner also
+stores probe rows and their predictions, re-predicted on load: a scikit-learn or LightGBM
+version that predicts differently from the one that trained the bundle is refused, never
+used silently. We chose skops over re-implementing the estimators' prediction from their
+internals (the previous format): skops is made for exactly this, covers pipelines, PCA and the
+hyper-parameter search result without code of ours, and the probe check catches the one risk
+left (a library change between versions).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from speechqe.errors import ConfigError
 
-KINDS = ("ridge", "svr", "knn", "rf", "gp", "lightgbm")
+from ..config import LEARNER_KINDS, LearnerSpec
 
-#: Defaults of each learner's parameters (the only place they are set).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "ridge": {"alpha": 1.0},
-    "svr": {"C": 1.0, "epsilon": 0.1, "gamma": "scale"},
-    "knn": {"n_neighbors": 10, "weights": "distance"},
-    "rf": {"n_estimators": 200, "max_features": 0.33, "min_samples_leaf": 2, "random_state": 0},
-    "gp": {"length_scale": 10.0, "noise_level": 0.1, "n_restarts_optimizer": 0, "random_state": 0},
-    "lightgbm": {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 5,
-                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.5, "random_state": 0,
-                 "n_jobs": 1, "verbose": -1},
-}
+KINDS = LEARNER_KINDS
 
+#: Types a saved learner may contain beyond skops' default trust (scikit-learn estimators,
+#: numpy and builtins): the Gaussian-process kernels and the decision-tree arrays.
+TRUSTED_TYPES = (
+    "sklearn.gaussian_process.kernels.ConstantKernel",
+    "sklearn.gaussian_process.kernels.Product",
+    "sklearn.gaussian_process.kernels.RBF",
+    "sklearn.gaussian_process.kernels.Sum",
+    "sklearn.gaussian_process.kernels.WhiteKernel",
+    "sklearn.tree._tree.Tree",
+)
 
-@dataclass(frozen=True)
-class LearnerSpec:
-    """A weak learner in a config: ``kind`` and parameters overriding :data:`DEFAULTS`."""
-
-    kind: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown learner '{self.kind}'; known: {', '.join(KINDS)}")
-        unknown = set(self.params) - set(DEFAULTS[self.kind])
-        if unknown:
-            raise ConfigError(
-                f"unknown parameter(s) {sorted(unknown)} for learner '{self.kind}' "
-                f"(known: {sorted(DEFAULTS[self.kind])})"
-            )
-
-    def resolved(self) -> dict[str, Any]:
-        return {**DEFAULTS[self.kind], **self.params}
+#: Relative tolerance of the probe check on load.
+PROBE_RTOL = 1e-6
 
 
 class Learner:
-    """Base class: ``fit``, ``predict``, ``export`` -> ``(meta, arrays, text)``, ``restore``."""
+    """A fitted (or restored) learner.
 
-    kind: ClassVar[str]
-    scaled: ClassVar[bool] = True
+    Attributes:
+        spec: the configuration.
+        best_params: hyper-parameters chosen by the inner grouped search (``{}``: none).
+        degenerate: why the fit is useless (``""`` when it is not): constant predictions.
+    """
 
-    def __init__(self, params: dict[str, Any]):
-        self.params = dict(params)
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
+    def __init__(self, spec: LearnerSpec):
+        self.spec = spec
+        self.model: Any = None
+        self.best_params: dict[str, Any] = {}
+        self.degenerate = ""
 
-    # --- scaling ----------------------------------------------------------------------------
-    def _fit_scaler(self, X: np.ndarray) -> np.ndarray:
-        if not self.scaled:
-            return X
-        self.mean_ = X.mean(axis=0)
-        sd = X.std(axis=0)
-        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
-        return self._scale(X)
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
-    def _scale(self, X: np.ndarray) -> np.ndarray:
-        if not self.scaled:
-            return X
-        return (X - self.mean_) / self.scale_
-
-    # --- API --------------------------------------------------------------------------------
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "Learner":
+    # --- fitting ------------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: Sequence | None = None) -> "Learner":
+        """Fit on ``X`` ``(n, d)`` and labels ``y`` ``(n,)``; ``groups`` (length ``n``) are the
+        units of the inner hyper-parameter search (default: every row its own group)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or len(X) != len(y):
             raise ValueError(f"X must be (n, d) aligned with y; got {X.shape}, {y.shape}")
-        self._fit(self._fit_scaler(X), y)
+        if not (np.isfinite(X).all() and np.isfinite(y).all()):
+            raise ValueError("features and labels must be finite")
+        groups = np.asarray(groups if groups is not None else np.arange(len(y)))
+        n_groups = len(np.unique(groups))
+        n_fit = len(y)
+        if self.spec.grid() and n_groups >= 3:
+            # the search fits on its inner training folds: size PCA (and kNN) for the smallest
+            from sklearn.model_selection import GroupKFold
+
+            k = min(3, n_groups)
+            n_fit = min(len(tr) for tr, _ in GroupKFold(n_splits=k).split(X, y, groups))
+        est = _build(self.spec, n=n_fit, d=X.shape[1])
+        grid = _grid(self.spec, est, n_train=len(y), n_groups=n_groups)
+        with warnings.catch_warnings():
+            # A GP hyper-parameter at its bound is a valid optimum; LightGBM's "no further
+            # splits" on tiny folds is its normal stop.
+            warnings.simplefilter("ignore")
+            if grid:
+                from sklearn.model_selection import GridSearchCV, GroupKFold
+
+                k = min(3, len(np.unique(groups)))
+                search = GridSearchCV(est, grid, cv=GroupKFold(n_splits=k),
+                                      scoring="neg_mean_squared_error", refit=True, n_jobs=1)
+                search.fit(X, y, groups=groups)
+                self.model = search.best_estimator_
+                self.best_params = {k.split("__")[-1]: _plain(v) for k, v in search.best_params_.items()}
+            else:
+                self.model = est.fit(X, y)
+        fitted = self.predict(X)
+        if np.std(fitted) <= 1e-9 * max(1.0, float(np.std(y))):
+            self.degenerate = "constant predictions on its own training data"
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """``(n, d)`` -> ``(n,)`` predictions on the label scale."""
         X = np.asarray(X, dtype=np.float64)
-        return np.asarray(self._predict(self._scale(X)), dtype=np.float64).reshape(-1)
+        out = self.model.predict(X)
+        return np.asarray(out, dtype=np.float64).reshape(-1)
 
-    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray], str | None]:
-        meta = {"kind": self.kind, "params": self.params}
-        arrays = {}
-        if self.scaled:
-            arrays = {"scaler_mean": self.mean_, "scaler_scale": self.scale_}
-        m2, a2, text = self._export()
-        meta.update(m2)
-        arrays.update(a2)
-        return meta, arrays, text
+    # --- files --------------------------------------------------------------------------------
+    def save(self, folder: str | Path, name: str, probe: np.ndarray) -> list[str]:
+        """Write ``name.json`` and ``name.skops`` (or ``name.lgb.txt``); ``probe`` ``(k, d)``:
+        rows whose predictions are stored and checked on load. Returns the file names."""
+        import sklearn
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = np.asarray(probe, dtype=np.float64)
+        meta = {"spec": self.spec.model_dump(mode="json"), "best_params": self.best_params,
+                "degenerate": self.degenerate, "probe_X": probe.tolist(),
+                "probe_y": self.predict(probe).tolist() if len(probe) else []}
+        if self.kind == "lightgbm":
+            import lightgbm
+
+            meta["library"] = {"lightgbm": lightgbm.__version__}
+            model_file = f"{name}.lgb.txt"
+            booster = getattr(self.model, "booster_", self.model)
+            (folder / model_file).write_text(booster.model_to_string(), encoding="utf-8")
+        else:
+            import skops
+            import skops.io as sio
+
+            meta["library"] = {"scikit-learn": sklearn.__version__, "skops": skops.__version__}
+            model_file = f"{name}.skops"
+            sio.dump(self.model, folder / model_file)
+        (folder / f"{name}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return [f"{name}.json", model_file]
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], text: str | None) -> "Learner":
-        kind = meta["kind"]
-        sub = _CLASSES[kind]
-        obj = sub(meta["params"])
-        if sub.scaled:
-            obj.mean_, obj.scale_ = arrays["scaler_mean"], arrays["scaler_scale"]
-        obj._restore(meta, arrays, text)
+    def load(cls, folder: str | Path, name: str) -> "Learner":
+        """Read a learner written by :meth:`save`.
+
+        Raises:
+            ConfigError: a missing file, a type outside the allow-list, or predictions on the
+                stored probe rows that differ from the ones recorded at training (another
+                scikit-learn / LightGBM version behaving differently: retrain the bundle).
+        """
+        folder = Path(folder)
+        meta_path = folder / f"{name}.json"
+        if not meta_path.is_file():
+            raise ConfigError(f"learner file missing: {meta_path}")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        from speechqe.config import validate
+
+        obj = cls(validate(LearnerSpec, meta["spec"], str(meta_path)))
+        obj.best_params = dict(meta.get("best_params") or {})
+        obj.degenerate = meta.get("degenerate", "")
+        if obj.kind == "lightgbm":
+            import lightgbm as lgb
+
+            path = folder / f"{name}.lgb.txt"
+            if not path.is_file():
+                raise ConfigError(f"learner file missing: {path}")
+            obj.model = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+        else:
+            obj.model = _load_skops(folder / f"{name}.skops")
+        probe = np.asarray(meta["probe_X"], dtype=np.float64)
+        if probe.size:
+            want = np.asarray(meta["probe_y"], dtype=np.float64)
+            got = obj.predict(probe)
+            if not np.allclose(got, want, rtol=PROBE_RTOL, atol=PROBE_RTOL * (1 + np.abs(want).max())):
+                lib = meta.get("library", {})
+                raise ConfigError(
+                    f"{meta_path}: the restored {obj.kind} learner predicts differently from the one "
+                    f"trained (max difference {np.abs(got - want).max():.3g}); it was written with "
+                    f"{', '.join(f'{k} {v}' for k, v in lib.items())} and this machine has "
+                    f"{_versions(lib)}. Retrain the bundle with this version, or install those versions."
+                )
         return obj
 
-    # --- to implement -----------------------------------------------------------------------
-    def _fit(self, X, y):  # pragma: no cover - abstract
-        raise NotImplementedError
 
-    def _predict(self, X):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _export(self):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _restore(self, meta, arrays, text):  # pragma: no cover - abstract
-        raise NotImplementedError
+def _versions(lib: dict) -> str:
+    out = []
+    for k in lib:
+        try:
+            mod = __import__({"scikit-learn": "sklearn"}.get(k, k))
+            out.append(f"{k} {mod.__version__}")
+        except ImportError:
+            out.append(f"no {k}")
+    return ", ".join(out)
 
 
-class RidgeLearner(Learner):
-    kind = "ridge"
+def _load_skops(path: Path):
+    import skops.io as sio
 
-    def _fit(self, X, y):
-        from sklearn.linear_model import Ridge
-
-        m = Ridge(alpha=float(self.params["alpha"])).fit(X, y)
-        self.coef_, self.intercept_ = np.asarray(m.coef_, np.float64), float(m.intercept_)
-        self._sk = m
-
-    def _predict(self, X):
-        return X @ self.coef_ + self.intercept_
-
-    def _export(self):
-        return {"intercept": self.intercept_}, {"coef": self.coef_}, None
-
-    def _restore(self, meta, arrays, text):
-        self.coef_, self.intercept_ = arrays["coef"], float(meta["intercept"])
-
-
-class SVRLearner(Learner):
-    kind = "svr"
-
-    def _fit(self, X, y):
-        from sklearn.svm import SVR
-
-        p = self.params
-        m = SVR(kernel="rbf", C=float(p["C"]), epsilon=float(p["epsilon"]), gamma=p["gamma"]).fit(X, y)
-        self.sv_ = np.asarray(m.support_vectors_, np.float64)
-        self.dual_ = np.asarray(m.dual_coef_, np.float64).reshape(-1)
-        self.intercept_ = float(np.asarray(m.intercept_).reshape(-1)[0])
-        self.gamma_ = float(m._gamma)
-        self._sk = m
-
-    def _predict(self, X):
-        d2 = (X**2).sum(1)[:, None] + (self.sv_**2).sum(1)[None, :] - 2.0 * X @ self.sv_.T
-        return np.exp(-self.gamma_ * np.maximum(d2, 0.0)) @ self.dual_ + self.intercept_
-
-    def _export(self):
-        return ({"intercept": self.intercept_, "gamma": self.gamma_},
-                {"support_vectors": self.sv_, "dual_coef": self.dual_}, None)
-
-    def _restore(self, meta, arrays, text):
-        self.sv_, self.dual_ = arrays["support_vectors"], arrays["dual_coef"]
-        self.intercept_, self.gamma_ = float(meta["intercept"]), float(meta["gamma"])
-
-
-class KNNLearner(Learner):
-    kind = "knn"
-
-    def _make(self, n):
-        from sklearn.neighbors import KNeighborsRegressor
-
-        k = min(int(self.params["n_neighbors"]), n)
-        return KNeighborsRegressor(n_neighbors=k, weights=self.params["weights"])
-
-    def _fit(self, X, y):
-        self.X_, self.y_ = X, y
-        self._sk = self._make(len(X)).fit(X, y)
-
-    def _predict(self, X):
-        return self._sk.predict(X)
-
-    def _export(self):
-        return {}, {"X": self.X_, "y": self.y_}, None
-
-    def _restore(self, meta, arrays, text):
-        self._fit(arrays["X"], arrays["y"])
-
-
-class RFLearner(Learner):
-    kind = "rf"
-    scaled = False
-
-    def _fit(self, X, y):
-        from sklearn.ensemble import RandomForestRegressor
-
-        p = self.params
-        m = RandomForestRegressor(
-            n_estimators=int(p["n_estimators"]), max_features=p["max_features"],
-            min_samples_leaf=int(p["min_samples_leaf"]), random_state=p["random_state"], n_jobs=1,
-        ).fit(X, y)
-        self.trees_ = [
-            (t.tree_.children_left.astype(np.int64), t.tree_.children_right.astype(np.int64),
-             t.tree_.feature.astype(np.int64), t.tree_.threshold.astype(np.float64),
-             t.tree_.value[:, 0, 0].astype(np.float64))
-            for t in m.estimators_
-        ]
-        self._sk = m
-
-    def _predict(self, X):
-        X32 = X.astype(np.float32).astype(np.float64)  # scikit-learn trees compare float32 inputs
-        rows = np.arange(len(X))
-        total = np.zeros(len(X))
-        for left, right, feat, thr, val in self.trees_:
-            node = np.zeros(len(X), dtype=np.int64)
-            while True:
-                active = left[node] != -1
-                if not active.any():
-                    break
-                f = feat[node[active]]
-                go_left = X32[rows[active], f] <= thr[node[active]]
-                node[active] = np.where(go_left, left[node[active]], right[node[active]])
-            total += val[node]
-        return total / len(self.trees_)
-
-    def _export(self):
-        arrays = {}
-        for i, (l, r, f, t, v) in enumerate(self.trees_):
-            arrays.update({f"t{i}_left": l, f"t{i}_right": r, f"t{i}_feature": f,
-                           f"t{i}_threshold": t, f"t{i}_value": v})
-        return {"n_trees": len(self.trees_)}, arrays, None
-
-    def _restore(self, meta, arrays, text):
-        self.trees_ = [
-            tuple(arrays[f"t{i}_{k}"] for k in ("left", "right", "feature", "threshold", "value"))
-            for i in range(int(meta["n_trees"]))
-        ]
-
-
-class GPLearner(Learner):
-    kind = "gp"
-
-    def _kernel(self):
-        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-
-        p = self.params
-        return ConstantKernel(1.0) * RBF(length_scale=float(p["length_scale"])) + WhiteKernel(
-            noise_level=float(p["noise_level"])
-        )
-
-    def _fit(self, X, y):
-        from sklearn.gaussian_process import GaussianProcessRegressor
-
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
-        p = self.params
-        gp = GaussianProcessRegressor(
-            kernel=self._kernel(), normalize_y=True,
-            n_restarts_optimizer=int(p["n_restarts_optimizer"]), random_state=p["random_state"],
-        )
-        with warnings.catch_warnings():
-            # A hyper-parameter at its bound (e.g. a near noise-free fit) is a fine optimum.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            m = gp.fit(X, y)
-        self.theta_ = np.asarray(m.kernel_.theta, np.float64)
-        self.X_ = np.asarray(m.X_train_, np.float64)
-        self.alpha_ = np.asarray(m.alpha_, np.float64).reshape(-1)
-        self.y_mean_ = float(np.asarray(m._y_train_mean).reshape(-1)[0])
-        self.y_std_ = float(np.asarray(m._y_train_std).reshape(-1)[0])
-        self.k_ = m.kernel_
-        self._sk = m
-
-    def _predict(self, X):
-        return self.y_std_ * (self.k_(X, self.X_) @ self.alpha_) + self.y_mean_
-
-    def _export(self):
-        return ({"y_mean": self.y_mean_, "y_std": self.y_std_},
-                {"theta": self.theta_, "X": self.X_, "alpha": self.alpha_}, None)
-
-    def _restore(self, meta, arrays, text):
-        self.theta_, self.X_, self.alpha_ = arrays["theta"], arrays["X"], arrays["alpha"]
-        self.y_mean_, self.y_std_ = float(meta["y_mean"]), float(meta["y_std"])
-        self.k_ = self._kernel().clone_with_theta(self.theta_)
-
-
-class LightGBMLearner(Learner):
-    kind = "lightgbm"
-    scaled = False
-
-    def _fit(self, X, y):
-        import lightgbm as lgb
-
-        m = lgb.LGBMRegressor(**self.params).fit(X, y)
-        self.booster_ = m.booster_
-        self._sk = m
-
-    def _predict(self, X):
-        return self.booster_.predict(X)
-
-    def _export(self):
-        return {}, {}, self.booster_.model_to_string()
-
-    def _restore(self, meta, arrays, text):
-        import lightgbm as lgb
-
-        if not text:
-            raise ConfigError("LightGBM learner without its model text")
-        self.booster_ = lgb.Booster(model_str=text)
-
-
-_CLASSES: dict[str, type[Learner]] = {
-    c.kind: c for c in (RidgeLearner, SVRLearner, KNNLearner, RFLearner, GPLearner, LightGBMLearner)
-}
+    if not path.is_file():
+        raise ConfigError(f"learner file missing: {path}")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - a damaged zip / schema
+        raise ConfigError(f"{path}: not a readable skops file ({exc})") from None
+    bad = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if bad:
+        raise ConfigError(f"{path} contains types outside speechqe's allow-list: {bad}; refusing to load it")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # version differences are checked by the probe rows
+        return sio.load(path, trusted=list(untrusted))
 
 
 def make_learner(spec: LearnerSpec) -> Learner:
-    return _CLASSES[spec.kind](spec.resolved())
+    return Learner(spec)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return v
 
 
 # ------------------------------------------------------------------------------------------
-# Files
+# Estimators
 # ------------------------------------------------------------------------------------------
-def save_learner(learner: Learner, folder, name: str) -> list[str]:
-    """Write ``name.json`` (+ ``name.npz``, ``name.lgb.txt``); returns the file names."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    meta, arrays, text = learner.export()
-    files = [f"{name}.json"]
-    if arrays:
-        np.savez(folder / f"{name}.npz", **{k: np.asarray(v) for k, v in arrays.items()})
-        files.append(f"{name}.npz")
-    if text is not None:
-        (folder / f"{name}.lgb.txt").write_text(text, encoding="utf-8")
-        files.append(f"{name}.lgb.txt")
-    (folder / f"{name}.json").write_text(json.dumps(meta, indent=1, default=_json_default), encoding="utf-8")
-    return files
+def _pca_components(size: int | float, n: int, d: int) -> int | float | None:
+    """PCA components for ``n`` training rows of dimension ``d`` (``None``: no PCA)."""
+    if not size:
+        return None
+    if isinstance(size, float) and size < 1:
+        return size
+    k = min(int(size), d, max(1, n - 1))
+    return None if k >= d else k
 
 
-def load_learner(folder, name: str) -> Learner:
-    import json
-    from pathlib import Path
+def _build(spec: LearnerSpec, *, n: int, d: int):
+    """The scikit-learn estimator (or pipeline) of ``spec`` for ``n`` rows of dimension ``d``.
+    The final step is named ``model``; the grid's keys address it."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    folder = Path(folder)
-    meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-    arrays: dict[str, np.ndarray] = {}
-    npz = folder / f"{name}.npz"
-    if npz.is_file():
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    txt = folder / f"{name}.lgb.txt"
-    text = txt.read_text(encoding="utf-8") if txt.is_file() else None
-    return Learner.restore(meta, arrays, text)
+    p = spec.resolved()
+    kind = spec.kind
+    if kind == "lightgbm":
+        import lightgbm as lgb
+
+        return lgb.LGBMRegressor(**p)
+    if kind == "rf":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(
+            n_estimators=int(p["n_estimators"]), max_features=p["max_features"],
+            min_samples_leaf=int(p["min_samples_leaf"]), random_state=p["random_state"], n_jobs=1)
+    steps: list = [("scale", StandardScaler())]
+    k = _pca_components(spec.pca_size(), n, d)
+    d_eff = d
+    if k is not None:
+        steps.append(("pca", PCA(n_components=k, svd_solver="full", random_state=0)))
+        d_eff = k if isinstance(k, int) else min(d, n - 1)
+    target_scaled = False
+    if kind == "ridge":
+        from sklearn.linear_model import Ridge
+
+        model = Ridge(alpha=float(p["alpha"]))
+    elif kind == "nnls":
+        from sklearn.linear_model import LinearRegression
+
+        model = LinearRegression(positive=True)
+    elif kind == "svr":
+        from sklearn.svm import SVR
+
+        model = SVR(kernel="rbf", C=float(p["C"]), epsilon=float(p["epsilon"]), gamma=p["gamma"])
+        target_scaled = True
+    elif kind == "knn":
+        from sklearn.neighbors import KNeighborsRegressor
+
+        model = KNeighborsRegressor(n_neighbors=min(int(p["n_neighbors"]), n), weights=p["weights"],
+                                    algorithm="brute")
+    elif kind == "gp":
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+        r = float(np.sqrt(max(1, d_eff)))
+        lo, hi = (float(b) * r for b in p["length_scale_bounds"])
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * RBF(
+            length_scale=float(np.clip(float(p["length_scale"]) * r, lo, hi)), length_scale_bounds=(lo, hi),
+        ) + WhiteKernel(noise_level=float(p["noise_level"]),
+                        noise_level_bounds=tuple(float(b) for b in p["noise_level_bounds"]))
+        model = GaussianProcessRegressor(kernel=kernel, normalize_y=True,
+                                         n_restarts_optimizer=int(p["n_restarts_optimizer"]),
+                                         random_state=p["random_state"])
+    else:  # pragma: no cover - LearnerSpec validates kinds
+        raise ConfigError(f"unknown learner kind {kind!r}")
+    steps.append(("model", model))
+    pipe = Pipeline(steps)
+    if target_scaled:
+        from sklearn.compose import TransformedTargetRegressor
+
+        return TransformedTargetRegressor(regressor=pipe, transformer=StandardScaler())
+    return pipe
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON-able: {type(o).__name__}")
+def _grid(spec: LearnerSpec, est, *, n_train: int, n_groups: int) -> dict[str, list]:
+    """The grid in the estimator's parameter names (``{}``: no search). ``n_neighbors`` values
+    above the inner training size are dropped; no search with fewer than 3 groups."""
+    g = spec.grid()
+    if not g or n_groups < 3:
+        return {}
+    if spec.kind in ("lightgbm", "rf"):
+        prefix = ""
+    elif spec.kind == "svr":
+        prefix = "regressor__model__"
+    else:
+        prefix = "model__"
+    out = {}
+    inner_train = int(n_train * (1 - 1 / min(3, n_groups)))
+    for k, values in g.items():
+        if k == "n_neighbors":
+            values = sorted({min(int(v), max(1, inner_train)) for v in values})
+        out[prefix + k] = list(values)
+    if all(len(v) == 1 for v in out.values()):
+        # nothing to choose: fix the values instead of searching
+        est.set_params(**{k: v[0] for k, v in out.items()})
+        return {}
+    return out

@@ -17,50 +17,16 @@ Linear -> score on the normalised scale ``[-1, 1]``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechqe.errors import ConfigError
 
+from ..config import WhisperHeadConfig
 
-@dataclass(frozen=True)
-class WhisperHeadConfig:
-    """Head architecture.
 
-    Attributes:
-        layers: encoder hidden states used (negative counts from the top; several -> learned
-            weighted sum). The CTranslate2 encoder has only ``-1``.
-        finetune_blocks: top encoder blocks trained with the head (openai-whisper only).
-        proj_dim, blstm_hidden, attn_hidden, dropout: head sizes.
-        score_range: label scale.
-    """
 
-    layers: tuple[int, ...] = (-1,)
-    finetune_blocks: int = 0
-    proj_dim: int = 256
-    blstm_hidden: int = 128
-    attn_hidden: int = 128
-    dropout: float = 0.1
-    score_range: tuple[float, float] = (1.0, 5.0)
-
-    def __post_init__(self) -> None:
-        if not self.layers:
-            raise ConfigError("whisper head: give at least one layer")
-        if self.finetune_blocks < 0:
-            raise ConfigError("finetune_blocks must be >= 0")
-        if self.finetune_blocks and self.layers != (-1,):
-            raise ConfigError("fine-tuning the top blocks uses the last layer only: set layers: [-1]")
-
-    def normalise(self, mos):
-        lo, hi = self.score_range
-        return (mos - (lo + hi) / 2) / ((hi - lo) / 2)
-
-    def denormalise(self, s):
-        lo, hi = self.score_range
-        return s * ((hi - lo) / 2) + (lo + hi) / 2
 
 
 class WhisperMOSHead(nn.Module):

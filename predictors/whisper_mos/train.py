@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -12,25 +11,12 @@ from speechqe.encoders import FeatureCache, encode_cached, feature_key
 from speechqe.encoders.whisper import chunks, valid_frames
 from speechqe.errors import ConfigError
 
+from ..config import WhisperTrainConfig
 from ..ssl_strong.loss import contrastive
 from .model import WhisperHeadConfig, WhisperMOSHead, WhisperTopBlocks
 
 
-@dataclass(frozen=True)
-class WhisperTrainConfig:
-    """Head training (Adam, shuffled epochs, utterance-level clipped MSE + contrastive)."""
 
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3
-    finetune_lr: float = 1e-5
-    weight_decay: float = 1e-4
-    tau: float = 0.0
-    margin: float = 0.1
-    contrastive_weight: float = 0.5
-    max_frames: int = 1500
-    grad_clip: float = 1.0
-    seed: int = 0
 
 
 def _pre_top(encoder, signal: np.ndarray, k: int) -> np.ndarray:

@@ -8,23 +8,31 @@ signal, in order; never filtered).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Annotated, Literal, Sequence, get_args
 
 import numpy as np
+from pydantic import AfterValidator, Field, field_validator
 
+from speechqe.config import Int, StrictModel
 from speechqe.devices import is_device_name
-from speechqe.errors import ConfigError
 
 #: Input rate of every Whisper model.
 SAMPLE_RATE = 16000
 
-BACKENDS = ("faster-whisper", "openai-whisper")
+Backend = Literal["faster-whisper", "openai-whisper"]
+BACKENDS = get_args(Backend)
 
 
-@dataclass(frozen=True)
-class BackendConfig:
-    """What determines an ASR backend instance.
+def _language(v: str) -> str:
+    if not v or not v.replace("-", "").isalpha():
+        raise ValueError(f"language must be an ISO 639-1 code such as 'en' (got {v!r})")
+    return v
+
+
+class ASROptions(StrictModel):
+    """What determines the transcripts, apart from the device: the settings that the ``wer``
+    and ``cer`` parameters (:class:`speechqe.metrics.asr.ASRParams`) and a backend's
+    :class:`BackendConfig` share. Their defaults live here only.
 
     Attributes:
         backend: ``'faster-whisper'`` (CTranslate2) or ``'openai-whisper'``.
@@ -39,28 +47,32 @@ class BackendConfig:
             (``int8``, ``int8_float16``, ``float16``, ``float32``) / ``float16`` / ``float32``.
         batch_size: utterances decoded together (openai-whisper; faster-whisper decodes one
             utterance at a time).
-        device: ``cpu`` or ``cuda``.
     """
 
-    backend: str = "faster-whisper"
+    backend: Backend = "faster-whisper"
     model: str = ""
-    language: str = "en"
-    beam_size: int = 5
+    language: Annotated[str, AfterValidator(_language)] = "en"
+    beam_size: Annotated[Int, Field(ge=1)] = 5
     compute_type: str = "auto"
-    batch_size: int = 16
+    batch_size: Annotated[Int, Field(ge=1)] = 16
+
+    def asr_options(self) -> dict[str, object]:
+        """The :class:`ASROptions` fields of this config (of a subclass too)."""
+        return {name: getattr(self, name) for name in ASROptions.model_fields}
+
+
+class BackendConfig(ASROptions):
+    """What determines an ASR backend instance: :class:`ASROptions` and the device
+    (``cpu``, ``cuda`` or ``cuda:N``). Equal configs share one loaded backend per process."""
+
     device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown ASR backend {self.backend!r}; known: {', '.join(BACKENDS)}")
-        if self.beam_size < 1:
-            raise ConfigError(f"beam_size must be >= 1 (got {self.beam_size})")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not self.language or not self.language.replace("-", "").isalpha():
-            raise ConfigError(f"language must be an ISO 639-1 code such as 'en' (got {self.language!r})")
-        if not is_device_name(self.device) or self.device == "auto":
-            raise ConfigError(f"device must be cpu, cuda or cuda:N (got {self.device!r})")
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not is_device_name(v) or v == "auto":
+            raise ValueError(f"device must be cpu, cuda or cuda:N (got {v!r})")
+        return v
 
 
 #: The model each backend uses when ``model`` is empty. faster-whisper's is the offline default

@@ -4,21 +4,81 @@ parsing, the progress reporter and the system-by-metric summary table."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from speechqe.errors import ConfigError
 
-# Off a terminal (logs, CI, pipes) tables get room instead of rich's default 80 columns.
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)
+#: Columns given to output that goes to a log, a pipe or CI (no terminal, no $COLUMNS):
+#: room for tables instead of rich's default 80.
+OFF_TERMINAL_WIDTH = 200
+
+
+class _Console(Console):
+    """A console whose width is decided at every print: the terminal's, else ``$COLUMNS``
+    when set (a narrow terminal behind a pager, tests), else :data:`OFF_TERMINAL_WIDTH`."""
+
+    @property
+    def size(self):  # noqa: D102 - rich's
+        size = Console.size.fget(self)
+        columns = os.environ.get("COLUMNS", "")
+        if self._width is None and not self.is_terminal and not columns.isdigit():
+            return size._replace(width=OFF_TERMINAL_WIDTH)
+        return size
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+console = _Console(stderr=False)
 err_console = Console(stderr=True)
 
 DEFAULT_OUT_DIR = Path("speechqe-out")
+
+
+#: Narrower than this, command help is click's plain layout, which wraps; typer's boxed
+#: layout would cut long option names ("--fail-on-regressi…").
+RICH_HELP_MIN_WIDTH = 100
+
+
+def help_width() -> int:
+    """The width typer's help would use: $TERMINAL_WIDTH, else the terminal's or $COLUMNS,
+    else 80."""
+    from typer import rich_utils
+
+    return Console(width=rich_utils.MAX_WIDTH).width
+
+
+class NarrowAwareCommand(TyperCommand):
+    """A typer command whose ``--help`` falls back to the plain layout on narrow terminals."""
+
+    def format_help(self, ctx, formatter) -> None:
+        if help_width() >= RICH_HELP_MIN_WIDTH:
+            return super().format_help(ctx, formatter)
+        mode, self.rich_markup_mode = self.rich_markup_mode, None
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self.rich_markup_mode = mode
+
+
+def plain_help_when_narrow(app: typer.Typer) -> None:
+    """Give every command of ``app`` and its sub-apps :class:`NarrowAwareCommand` (those that
+    chose no class of their own)."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):  # typer's default class
+            info.cls = NarrowAwareCommand
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            plain_help_when_narrow(group.typer_instance)
 
 
 def fail(exc: Exception, code: int = 2) -> None:
@@ -36,17 +96,30 @@ def apply_asset_overrides(assets: List[str] | None) -> None:
         asset_registry.set_override(name.strip(), path.strip())
 
 
-def parse_params(values: List[str] | None) -> dict[str, dict[str, Any]]:
-    """``--param mcd.align=none`` -> ``{'mcd': {'align': 'none'}}`` (values parsed as YAML)."""
-    import yaml
+def parse_params(values: List[str] | None) -> dict[str, dict[str, str]]:
+    """``--param mcd.align=none`` -> ``{'mcd': {'align': 'none'}}``.
 
-    out: dict[str, dict[str, Any]] = {}
+    Values stay the strings typed: each is converted once, by the type its metric declares
+    (``EvaluationConfig`` -> :func:`speechqe.plugins.resolve_params`), so ``1e-3`` is a float
+    for a float and ``none``/``no`` stay text where text is expected (a YAML reading would turn
+    ``no`` into ``False`` and leave ``1e-3`` a string).
+
+    Raises:
+        ConfigError: not ``METRIC.NAME=VALUE``, or one parameter given twice with different
+            values.
+    """
+    out: dict[str, dict[str, str]] = {}
     for v in values or []:
         key, sep, raw = v.partition("=")
         metric, dot, pname = key.partition(".")
+        metric, pname = metric.strip(), pname.strip()
         if not sep or not dot or not metric or not pname:
             raise ConfigError(f"--param takes METRIC.NAME=VALUE (got {v!r})")
-        out.setdefault(metric.strip(), {})[pname.strip()] = yaml.safe_load(raw)
+        given = out.setdefault(metric, {})
+        if pname in given and given[pname] != raw:
+            raise ConfigError(f"--param {metric}.{pname} is given twice ({given[pname]!r} and "
+                              f"{raw!r}); give it once")
+        given[pname] = raw
     return out
 
 
@@ -110,9 +183,9 @@ def print_summary(records: list[dict], run_id: str, db_path: Path, reused: int =
     cols = systems + (["ALL"] if len(systems) > 1 else [])
     metrics_in_order = list(dict.fromkeys(a.metric for a in aggs))
     table = Table(title=f"run {run_id}", show_lines=False)
-    table.add_column("metric", style="bold")
+    table.add_column("metric", style="bold", overflow="fold")
     for s in cols:
-        table.add_column(s, justify="right")
+        table.add_column(s, justify="right", overflow="fold")
     by_key = {(a.system, a.metric): a for a in aggs}
     for m in metrics_in_order:
         spec = specs.get(m)

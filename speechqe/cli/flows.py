@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from .common import console, fail, parse_params, print_summary
+from .report import ALLOW_MISSING_HELP, RELATIVE_HELP, THRESHOLD_HELP
 
 app = typer.Typer(add_completion=False)
 
@@ -34,6 +35,8 @@ def _flows():
 
 
 def _thresholds(values: List[str] | None) -> dict[str, float]:
+    """``--threshold`` entries as the flow's mapping (names checked against the registered
+    metric outputs)."""
     from speechqe.engine.history import RegressionPolicy
 
     return dict(RegressionPolicy.parse(thresholds=values or ()).absolute)
@@ -41,28 +44,33 @@ def _thresholds(values: List[str] | None) -> dict[str, float]:
 
 @app.command()
 def evaluate(
-    source: str = typer.Argument(..., help="A folder of audio, a .jsonl/.csv manifest, or a quoted glob of manifests."),
-    ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines."),
+    source: str = typer.Argument(..., help="A folder of audio, an audio file, a Kaldi data dir or wav.scp, a lhotse/speechqe .jsonl[.gz], an audiofolder, a SHEET .csv, or a quoted glob of manifests."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Reference audio: a folder, a Kaldi wav.scp or data dir, or one audio file."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines or a Kaldi 'text' file."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name or .yaml path (default: 'default')."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (instead of a suite)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics instead of a suite (not both); each metric once."),
     db: Optional[Path] = typer.Option(None, "--db", help="Results store (DuckDB). Default: speechqe-out/speechqe.duckdb."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (runs with one name form a history)."),
     system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (resolved on each worker)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (resolved on each worker)."),
     chunk_size: int = typer.Option(16, "--chunk-size", min=1, help="Items per scoring task."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Rescore stored errors."),
     skip_unchanged: bool = typer.Option(False, "--skip-unchanged", help="Record no run when nothing changed since the last run with this name."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where reports go (default: reports/ beside the store)."),
     baseline: str = typer.Option("auto", "--baseline", help="Run to compare with: auto (previous run with this name), a run id, or none."),
-    relative: float = typer.Option(0.01, "--relative", help="Regression threshold relative to the baseline value."),
-    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help="Per-metric regression threshold METRIC=VALUE (repeatable)."),
+    relative: float = typer.Option(0.01, "--relative", help=RELATIVE_HELP),
+    threshold: Optional[List[str]] = typer.Option(None, "--threshold", help=THRESHOLD_HELP),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help=ALLOW_MISSING_HELP),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     gpu_slots: Optional[int] = typer.Option(None, "--gpu-slots", help="Set the Prefect concurrency limit of GPU scoring tasks."),
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score on this Dask scheduler (tcp://host:8786)."),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score on a temporary local Dask cluster of N worker processes."),
-    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the report flags a regression."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the regression gate fails: a regression or lost output against the baseline, or a baseline with nothing in common."),
+    fmt: str = typer.Option("auto", "--format", help="Input format: auto, folder, file, jsonl, sheet, kaldi, lhotse or audiofolder."),
+    allow_pipes: bool = typer.Option(False, "--allow-pipes", help="Run the pipe commands of Kaldi/lhotse entries."),
+    versa_config: Optional[Path] = typer.Option(None, "--versa-config", help="Score the metrics of a VERSA score config (see docs/versa.md)."),
+    text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help="Encoding of the text files read (default utf-8)."),
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
@@ -77,10 +85,14 @@ def evaluate(
             chunk_size=chunk_size, retry_errors=retry_errors, skip_unchanged=skip_unchanged,
             report=report, report_dir=str(report_dir) if report_dir else None,
             baseline=None if baseline == "none" else baseline, regression_relative=relative,
-            regression_thresholds=_thresholds(threshold), params=parse_params(param),
-            gpu_slots=gpu_slots,
+            regression_thresholds=_thresholds(threshold), regression_allow_missing=allow_missing,
+            params=parse_params(param), gpu_slots=gpu_slots, format=fmt, allow_pipes=allow_pipes,
+            versa_config=str(versa_config) if versa_config else None, text_encoding=text_encoding,
         )
-        EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
+        from speechqe.plugins import PARAM_LABEL
+
+        # fail fast, before Prefect starts; the flow gets the parameters in canonical form
+        parameters["params"] = EvaluationConfig.create(**parameters, param_label=PARAM_LABEL).params
         flow = _flows().evaluate_with(dask_address, dask_workers)
     except SpeechQEError as exc:
         fail(exc)
@@ -89,7 +101,7 @@ def evaluate(
     except SpeechQEError as exc:
         fail(exc)
     _print_outcome(summary, Path(parameters["store"]))
-    if fail_on_regression and summary.get("regressions"):
+    if fail_on_regression and summary.get("gate_failures"):
         raise typer.Exit(1)
 
 
@@ -104,7 +116,12 @@ def _print_outcome(summary: dict, db: Path) -> None:
     print_summary(records, summary["run_id"], db, reused=summary.get("n_reused_items", 0))
     for r in summary.get("regressions", []):
         console.print(f"[bold red]regression[/] {r['system']} / {r['metric']}: "
-                      f"{r['baseline']:.4g} -> {r['value']:.4g}", highlight=False)
+                      f"{r['baseline']:.4g} -> {r['value']:.4g}"
+                      + (f" ({'; '.join(r['reasons'])})" if r.get("reasons") else ""),
+                      highlight=False, soft_wrap=True)
+    if summary.get("gate_failures") and not summary.get("regressions"):
+        for reason in summary["gate_failures"]:  # a baseline with nothing in common
+            console.print(f"[bold red]regression gate:[/] {reason}", highlight=False, soft_wrap=True)
     if summary.get("report"):
         console.print(f"report: {summary['report']}", highlight=False)
 
@@ -116,13 +133,13 @@ def serve(
     name: Optional[str] = typer.Option(None, "--name", help="Deployment and run name for --source."),
     cron: Optional[str] = typer.Option(None, "--cron", help="Cron schedule for --source, e.g. '0 2 * * *'."),
     interval_minutes: Optional[float] = typer.Option(None, "--interval-minutes", help="Or an interval for --source."),
-    timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of the schedule."),
-    suite: Optional[str] = typer.Option(None, "--suite"),
-    metrics: Optional[str] = typer.Option(None, "--metrics"),
-    ref: Optional[Path] = typer.Option(None, "--ref"),
-    text: Optional[Path] = typer.Option(None, "--text"),
-    db: Optional[Path] = typer.Option(None, "--db"),
-    report_dir: Optional[Path] = typer.Option(None, "--report-dir"),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help="IANA time zone of the schedule (default: UTC)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name or .yaml path for --source (default: 'default')."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics for --source (instead of a suite)."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio for --source."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts ('id<TAB>text' lines) for --source."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Results store (DuckDB) for --source. Default: speechqe-out/speechqe.duckdb."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where the reports of --source runs go (default: reports/ beside the store)."),
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score every run on this Dask scheduler."),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score every run on a local Dask cluster of N workers."),
     limit: Optional[int] = typer.Option(1, "--limit", help="Flow runs executed at once by this process."),
@@ -167,7 +184,7 @@ def serve(
             watches = [dep.watch_from_dict(
                 {"name": name or EvaluationConfig.create(source=source).set_name,
                  "source": source, "cron": cron, "interval_minutes": interval_minutes,
-                 "timezone": timezone, **params}, "--source")]
+                 **({"timezone": timezone} if timezone else {}), **params}, "--source")]
         deployments = dep.deployments(watches)
     except SpeechQEError as exc:
         fail(exc)

@@ -23,6 +23,7 @@ from .common import (
     err_console,
     fail,
     parse_params,
+    plain_help_when_narrow,
     print_summary,
     progress_reporter,
 )
@@ -39,46 +40,71 @@ app = typer.Typer(
 # ------------------------------------------------------------------------------------------
 # score
 # ------------------------------------------------------------------------------------------
+_SOURCE_HELP = ("A folder of audio (recursive), an audio file, a Kaldi/ESPnet data dir or wav.scp, "
+                "a lhotse manifest (.jsonl[.gz]), an audiofolder (metadata.csv/.jsonl), a "
+                "speechqe .jsonl manifest or a SHEET/MOS-Bench .csv (see docs/speech-sets.md).")
+_REF_HELP = ("Reference audio: a folder (matched by relative path, then by stem), a Kaldi wav.scp "
+             "or data dir (matched by utterance id), or one audio file for one input file.")
+_TEXT_HELP = "Transcripts: 'id<TAB>text' lines or a Kaldi 'text' file."
+_FORMAT_HELP = "Input format: auto (detected), folder, file, jsonl, sheet, kaldi, lhotse or audiofolder."
+_PIPES_HELP = "Run the pipe commands of Kaldi wav.scp / lhotse entries ('sox ... |'); refused otherwise."
+_ENCODING_HELP = "Encoding of the text files read (transcripts, lists, metadata). Default: utf-8."
+
+
 @app.command()
 def score(
-    path: Path = typer.Argument(..., help="A folder of audio (recursive), a .jsonl manifest or a SHEET/MOS-Bench .csv."),
-    ref: Optional[Path] = typer.Option(None, "--ref", help="Folder of reference audio, matched by relative path, then by stem."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Transcripts: 'id<TAB>text' lines."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (see 'speechqe suites') or a .yaml path. Default: 'default'."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics, e.g. pesq,stoi or mos_ensemble:BUNDLE (overrides --suite)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write long-format results to FILE.csv, .parquet or .jsonl."),
+    path: Path = typer.Argument(..., help=_SOURCE_HELP),
+    ref: Optional[Path] = typer.Option(None, "--ref", help=_REF_HELP),
+    text: Optional[Path] = typer.Option(None, "--text", help=_TEXT_HELP),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (see 'speechqe suites') or a .yaml path; default: 'default' when --metrics is not given."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics instead of a suite (not both), e.g. pesq,stoi or mos_ensemble:BUNDLE; each metric once (score a second bundle in another run and 'speechqe compare' the runs)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results to FILE.csv, .parquet or .jsonl (see --layout)."),
     db: Optional[Path] = typer.Option(None, "--db", help=f"Results store (DuckDB). Default: {DEFAULT_OUT_DIR}/speechqe.duckdb."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring in parallel."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU when torch sees one)."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     asset: Optional[List[str]] = typer.Option(None, "--asset", help="Use a local copy of a pretrained asset: NAME=PATH (repeatable)."),
-    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder (default: the folder's name)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder or a list without systems (default: the folder's name)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the speech set's name)."),
     chunk_size: int = typer.Option(16, "--chunk-size", min=1, help="Items per committed chunk / metric batch."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Rescore items whose stored record is an error."),
     progress: str = typer.Option("auto", "--progress", help="auto, bar, plain or none."),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    allow_pipes: bool = typer.Option(False, "--allow-pipes", help=_PIPES_HELP),
+    layout: str = typer.Option("long", "--layout", help="--out layout: long (a row per item and output) or wide (.jsonl: a line per item, a key per output, VERSA's shape)."),
+    versa_config: Optional[Path] = typer.Option(None, "--versa-config", help="Score the metrics of a VERSA score config (YAML), mapped to speechqe's (see docs/versa.md)."),
+    text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help=_ENCODING_HELP),
 ) -> None:
     """Score a speech set and store every result; print a system-by-metric summary."""
     try:
         _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset,
-               system, name, chunk_size, retry_errors, progress)
+               system, name, chunk_size, retry_errors, progress, fmt, allow_pipes, layout,
+               versa_config, text_encoding)
     except SpeechQEError as exc:
         fail(exc)
 
 
 def _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset, system,
-           name, chunk_size, retry_errors, progress) -> None:
+           name, chunk_size, retry_errors, progress, fmt="auto", allow_pipes=False,
+           layout="long", versa_config=None, text_encoding=None) -> None:
     from speechqe import manifest
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
-    from speechqe.store import Store
+    from speechqe.plugins import PARAM_LABEL
+    from speechqe.store import LAYOUTS, Store
 
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
         raise ConfigError(f"--out must end in .csv, .parquet or .jsonl (got {out.name})")
+    if layout == "wide" and (out is None or out.suffix.lower() != ".jsonl"):
+        raise ConfigError("--layout wide writes JSONL: give --out FILE.jsonl")
     if progress not in ("auto", "bar", "plain", "none"):
         raise ConfigError("--progress must be auto, bar, plain or none")
     if metrics and suite:
         raise ConfigError("give either --suite or --metrics, not both")
+    if versa_config and (metrics or suite):
+        raise ConfigError("give either --versa-config or --suite/--metrics, not both")
     if not is_device_name(device):
         raise ConfigError(f"--device must be one of auto, cpu, cuda, cuda:N (got {device!r})")
     apply_asset_overrides(asset)
@@ -87,7 +113,21 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         source=str(path), references=ref, transcripts=text, suite=suite, metrics=metrics,
         store=str(db_path), name=name, system=system, device=device, chunk_size=chunk_size,
         retry_errors=retry_errors, params=parse_params(param), report=False, baseline=None,
+        format=fmt, allow_pipes=allow_pipes, text_encoding=text_encoding,
+        versa_config=versa_config,
+        param_label=PARAM_LABEL,
     )
+    shown: set[str] = set()
+    if cfg.versa_config:
+        from speechqe.versa import read_versa_config
+
+        mapping = read_versa_config(cfg.versa_config)  # shown before any file is read
+        console.print(f"[bold]VERSA config {cfg.versa_config}[/]:", highlight=False)
+        for line in mapping.report():
+            style = "yellow" if line.startswith("not scored") else ("dim" if line.startswith("note") else "")
+            console.print(f"  [{style}]{line}[/]" if style else f"  {line}", highlight=False,
+                          soft_wrap=True)
+        shown = {w for w, _ in mapping.unmapped}
     resolve_device(device)  # a GPU that is not there stops the command before any hashing
     steps = Steps(workers)
 
@@ -100,14 +140,15 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
             highlight=False,
         )
         for mname, reason in plan.skipped:
-            console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
+            if mname not in shown:
+                console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
 
     with progress_reporter(progress) as report:
         result = evaluate(cfg, steps, on_planned=planned, progress=report)
     with Store(db_path, read_only=True) as store:
         records = store.results(result.run_id)
         if out is not None:
-            store.export(result.run_id, out)
+            store.export(result.run_id, out, layout=layout)
     print_summary(records, result.run_id, db_path, reused=result.n_reused_items)
     if out is not None:
         console.print(f"results written to {out}", highlight=False)
@@ -118,37 +159,98 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
 # ------------------------------------------------------------------------------------------
 @app.command("metrics")
 def list_metrics(
-    as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the contracts as JSON, with each metric's parameters and their defaults."),
 ) -> None:
-    """List every metric with its contract."""
+    """List every metric with its contract: outputs (direction, valid range, aggregation,
+    default regression threshold), input rate and needs, the device it would use here, its
+    adapter and core. A narrow terminal gets one block per metric instead of the table."""
     import dataclasses
 
     from speechqe import plugins
+    from speechqe.config import plain
+    from speechqe.metric import build_params
 
     metrics = plugins.available()
+    here = _device_here(metrics)
     if as_json:
-        out = {n: {**dataclasses.asdict(c.spec), "adapter": c.__module__,
-                   "registered_by": plugins.origin(n)} for n, c in metrics.items()}
+        out = {n: {**dataclasses.asdict(c.spec), "device_here": here(c.spec.device),
+                   "adapter": c.__module__, "registered_by": plugins.origin(n),
+                   "params": plain(build_params(c, {}))} for n, c in metrics.items()}
         console.print_json(json.dumps(out, default=str))
         _report_broken_plugins(plugins.broken())
         return
     table = Table(title="metrics")
-    for col in ("metric", "outputs", "rate", "needs", "direction", "range", "aggregation",
-                "device", "batched", "version", "extra", "adapter", "core"):
-        table.add_column(col)
+    for col in ("metric", "outputs", "rate", "needs", "dir.", "range", "aggr.", "threshold",
+                "device", "batch", "ver.", "extra", "adapter\ncore"):
+        table.add_column(col, overflow="fold")
     for n, cls in metrics.items():
         s = cls.spec
-        needs = ", ".join(x for x, f in (("reference", s.needs_reference), ("text", s.needs_text)) if f) or "-"
-        dirs = ", ".join("↑" if o.higher_is_better else ("↓" if o.higher_is_better is False else "·") for o in s.outputs)
-        ranges = ", ".join(f"[{_b(o.valid_range[0])}, {_b(o.valid_range[1], upper=True)}]" for o in s.outputs)
-        aggs = ", ".join(o.aggregation for o in s.outputs)
-        table.add_row(
-            n, ", ".join(s.output_names), f"{s.sample_rate or 'native'}", needs, dirs, ranges,
-            aggs, s.device, "yes" if s.batched else "no", s.version, s.extra or "-",
-            cls.__module__, s.core or "-",
+        table.add_row(  # one line per output in the output columns
+            n, "\n".join(s.output_names), _rate(s), _needs(s),
+            "\n".join(_direction(o) for o in s.outputs), "\n".join(_range(o) for o in s.outputs),
+            "\n".join(o.aggregation for o in s.outputs),
+            "\n".join(_threshold(o) for o in s.outputs), here(s.device),
+            "yes" if s.batched else "no", s.version, s.extra or "-",
+            f"{cls.__module__}\n{s.core or '-'}",
         )
-    console.print(table)
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:  # too narrow for the table: rich would cut names ("met…"); one block per metric
+        for n, cls in metrics.items():
+            s = cls.spec
+            console.print(
+                f"[bold]{n}[/] v{s.version}: {_rate(s)}, needs {_needs(s)}, device "
+                f"{here(s.device)}, {'batched' if s.batched else 'one item at a time'}"
+                + (f", extra '{s.extra}'" if s.extra else ""), highlight=False)
+            for o in s.outputs:
+                console.print(f"  {o.name} {_direction(o)} {_range(o)} {o.aggregation}"
+                              + (f" {o.unit}" if o.unit else "")
+                              + f"; regression threshold {_threshold(o)}", highlight=False)
+            console.print(f"  adapter {cls.__module__}; core {s.core or '-'}", highlight=False,
+                          style="dim")
     _report_broken_plugins(plugins.broken())
+
+
+def _device_here(metrics):
+    """``spec.device`` -> what ``--device auto`` would use on this machine: ``cuda``, or
+    ``cpu (cuda-capable)`` for a GPU metric where torch sees no GPU (torch is asked once)."""
+    gpu = None
+
+    def here(device: str) -> str:
+        nonlocal gpu
+        if device != "cuda":
+            return device
+        if gpu is None:
+            from speechqe.devices import resolve_device
+
+            try:
+                gpu = resolve_device("auto") != "cpu"
+            except ImportError:  # no torch: no GPU either
+                gpu = False
+        return "cuda" if gpu else "cpu (cuda-capable)"
+
+    return here
+
+
+def _rate(s) -> str:
+    return f"{s.sample_rate} Hz" if s.sample_rate else "native rate"
+
+
+def _needs(s) -> str:
+    return ", ".join(x for x, f in (("reference", s.needs_reference), ("text", s.needs_text)) if f) or "-"
+
+
+def _direction(o) -> str:
+    return "↑" if o.higher_is_better else ("↓" if o.higher_is_better is False else "·")
+
+
+def _range(o) -> str:
+    return f"[{_b(o.valid_range[0])}, {_b(o.valid_range[1], upper=True)}]"
+
+
+def _threshold(o) -> str:
+    return f"{o.regression_threshold:g}" if o.regression_threshold is not None else "relative"
 
 
 def _report_broken_plugins(broken) -> None:
@@ -177,17 +279,22 @@ def list_suites() -> None:
 
 @app.command("manifest")
 def build_manifest(
-    path: Path = typer.Argument(..., help="Folder, .jsonl or SHEET .csv."),
+    path: Path = typer.Argument(..., help=_SOURCE_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the JSONL manifest."),
-    ref: Optional[Path] = typer.Option(None, "--ref"),
-    text: Optional[Path] = typer.Option(None, "--text"),
-    system: Optional[str] = typer.Option(None, "--system"),
+    ref: Optional[Path] = typer.Option(None, "--ref", help=_REF_HELP),
+    text: Optional[Path] = typer.Option(None, "--text", help=_TEXT_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help="System name for a flat folder or a list without systems."),
+    fmt: str = typer.Option("auto", "--format", help=_FORMAT_HELP),
+    allow_pipes: bool = typer.Option(False, "--allow-pipes", help=_PIPES_HELP),
+    text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help=_ENCODING_HELP),
 ) -> None:
     """Build a speech-set manifest (headers and content hashes only) and write it as JSONL."""
     from speechqe import manifest
 
     try:
-        sset = manifest.load_speech_set(path, ref_dir=ref, text_file=text, system=system)
+        sset = manifest.load_speech_set(path, ref_dir=ref, text_file=text, system=system,
+                                        format=fmt, text_encoding=text_encoding,
+                                        allow_pipes=allow_pipes)
     except SpeechQEError as exc:
         fail(exc)
     sset.to_jsonl(output)
@@ -195,8 +302,10 @@ def build_manifest(
 
 
 @app.command("runs")
-def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db")) -> None:
-    """List the runs in a results store."""
+def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB).")) -> None:
+    """List the runs in a results store, oldest first, with what each scored and the metric
+    parameters it was given."""
+    from speechqe.engine.history import describe_metric_parameters, describe_selection
     from speechqe.store import Store
 
     try:
@@ -205,13 +314,15 @@ def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db
     except SpeechQEError as exc:
         fail(exc)
     table = Table(title=str(db))
-    for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused", "suite"):
-        table.add_column(col)
+    for col in ("run_id", "name", "status", "started", "items", "records", "errors", "reused",
+                "suite / metrics", "params"):
+        table.add_column(col, overflow="fold")
     for r in runs:
+        params = describe_metric_parameters(r)
         table.add_row(
             r["run_id"], r["name"] or "", r["status"], str(r["started_at"])[:19],
             str(r["n_items"]), str(r["n_records"]), str(r["n_errors"]), str(r["n_reused"]),
-            r["suite"] or "-",
+            describe_selection(r), "-" if params == "defaults" else params,
         )
     console.print(table)
 
@@ -219,33 +330,75 @@ def list_runs(db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db
 @app.command("summary")
 def summary(
     run: str = typer.Argument("latest", help="Run id (or a unique prefix), or 'latest'."),
-    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
+    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB)."),
 ) -> None:
-    """Print the system-by-metric summary of a stored run."""
+    """Print a stored run: what it was asked to do (source, suite or metrics, parameters), its
+    status, and the system-by-metric summary of its results."""
     from speechqe.store import Store
 
     try:
         with Store(db, read_only=True) as store:
             r = store.run(run)
-            records = store.results(r["run_id"])
+            # A run that stopped early shows what it stored itself, not records a later run
+            # computed for the same items.
+            records = store.results(r["run_id"], own_only=r["status"] != "finished")
     except SpeechQEError as exc:
         fail(exc)
+    _print_run_header(r, records)
     print_summary(records, r["run_id"], db, reused=r["n_reused"] or 0)
+
+
+def _print_run_header(r: dict, records: list[dict]) -> None:
+    from speechqe.engine.history import (
+        describe_metric_parameters,
+        describe_selection,
+        run_parameters,
+        status_note,
+    )
+
+    p = run_parameters(r)
+    started = str(r["started_at"])[:19] if r.get("started_at") else "?"
+    finished = str(r["finished_at"])[:19] if r.get("finished_at") else "not finished"
+    console.print(f"[bold]run {r['run_id']}[/] ({r.get('name') or '-'}): {r['status']}; "
+                  f"started {started} UTC, {'finished ' + finished + ' UTC' if r.get('finished_at') else finished}",
+                  highlight=False, soft_wrap=True)
+    note = status_note(r)
+    if note:
+        items_done = len({x["item_id"] for x in records})
+        colour = "red" if r["status"] == "failed" else "yellow"
+        console.print(f"[bold {colour}]{note}[/] ({items_done} of {r['n_items']} items have records)",
+                      highlight=False, soft_wrap=True)
+    source = p.get("source") or r.get("source") or "-"
+    extras = [f"references {p['references']}" if p.get("references") else "",
+              f"transcripts {p['transcripts']}" if p.get("transcripts") else ""]
+    console.print(f"  source {source}" + "".join(f"; {x}" for x in extras if x),
+                  highlight=False, soft_wrap=True)
+    console.print(f"  {describe_selection(r)}; metric parameters: {describe_metric_parameters(r)}",
+                  highlight=False, soft_wrap=True)
+    how = [f"device {p['device']}" if p.get("device") else "",
+           f"chunk size {p['chunk_size']}" if p.get("chunk_size") else "",
+           "retrying stored errors" if p.get("retry_errors") else ""]
+    if any(how):
+        console.print("  " + ", ".join(x for x in how if x), highlight=False, soft_wrap=True)
 
 
 @app.command("export")
 def export(
-    out: Path = typer.Argument(..., help="FILE.csv, .parquet or .jsonl"),
-    run: str = typer.Option("latest", "--run"),
-    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db"),
+    out: Path = typer.Argument(..., metavar="FILE", help="Where to write: FILE.csv, .parquet or .jsonl (the format follows the extension)."),
+    run: str = typer.Option("latest", "--run", help="Run id (or a unique prefix), or 'latest'."),
+    db: Path = typer.Option(DEFAULT_OUT_DIR / "speechqe.duckdb", "--db", help="Results store (DuckDB)."),
+    layout: str = typer.Option("long", "--layout", help="long (a row per item and output) or wide (.jsonl: a line per item, a key per output)."),
 ) -> None:
-    """Export a stored run's long-format results."""
+    """Export a stored run's results: long format (one row per item and metric output), or
+    wide JSONL with --layout wide."""
     from speechqe.store import Store
 
     try:
+        if out.suffix.lower() not in (".csv", ".parquet", ".jsonl", ".ndjson"):
+            raise ConfigError(f"FILE must end in .csv, .parquet or .jsonl (got {out.name})")
         with Store(db, read_only=True) as store:
             r = store.run(run)
-            store.export(r["run_id"], out)
+            store.export(r["run_id"], out, layout=layout)
     except SpeechQEError as exc:
         fail(exc)
     console.print(f"run {r['run_id']} written to {out}", highlight=False)
@@ -274,6 +427,8 @@ from .vocoders import resynth as _resynth, units_app as _units_app  # noqa: E402
 
 app.add_typer(_units_app, name="units")
 app.command("resynth")(_resynth)
+
+plain_help_when_narrow(app)  # after every command is registered
 
 
 def main() -> None:

@@ -27,17 +27,24 @@ app = typer.Typer(
 
 @app.command()
 def train(
-    config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML); see docs/mos.md."),
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML); every key and its default: docs/mos.md#configuration-reference."),
     out: Path = typer.Option(..., "--out", "-o", help="New folder for the bundle."),
-    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device (auto, cpu, cuda)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device (auto, cpu, cuda, cuda:N)."),
+    nested_folds: Optional[int] = typer.Option(None, "--nested-folds", help="Outer folds of the nested estimate of the whole ensemble (0: off); overrides the config's nested_folds (default auto: on without strong learners up to 2000 items)."),
     flow: bool = typer.Option(False, "--flow", help="Run as the train-mos-predictor Prefect flow: a rerun with the same config and data reuses the bundle in --out (see docs/orchestration.md)."),
 ) -> None:
-    """Train every configured learner and the stacking ensemble; write a versioned bundle."""
+    """Train every configured learner and the stacking ensemble; write a versioned bundle.
+
+    Prints each member's out-of-fold metrics beside the ensemble's nested estimate (the whole
+    stack fit inside outer folds), so you see whether stacking helped. Config reference and
+    the small-test preset: docs/mos.md."""
     from speechqe.predictors.train import config_base, load_config, train_bundle
 
     try:
-        cfg = load_config(config, device=device)  # fails fast, before Prefect starts
+        cfg = load_config(config, device=device, nested_folds=nested_folds)  # fails fast, before Prefect starts
         if flow:
+            if nested_folds is not None:
+                raise SpeechQEError("--nested-folds is not passed to --flow: set nested_folds in the config")
             from speechqe.cli.flows import load_flows
 
             summary = load_flows("train", "speechqe mos train --flow").train_mos_predictor(
@@ -56,15 +63,53 @@ def train(
     _print_report(bundle.meta["report"])
 
 
+def _num(x) -> str:
+    return "" if x is None or x != x else f"{x:.3f}"
+
+
 def _print_report(report: dict) -> None:
-    table = Table(title="out-of-fold metrics (training set)")
-    for c in ("learner", "utt MSE", "utt LCC", "utt SRCC", "utt KTAU", "sys SRCC"):
-        table.add_column(c, justify="right" if c != "learner" else "left")
-    rows = list(report["oof"].items()) + [(f"stage2 {k}", v) for k, v in report.get("stage2_oof", {}).items()]
-    for name, ev in rows:
+    """Members (out of fold) with their status and share of the ensemble, the stage-2
+    candidates, and the ensemble's nested estimate, in one table."""
+    table = Table(title="MOS ensemble: members out of fold, ensemble nested (training set)")
+    for c in ("learner", "status", "share", "utt MSE", "utt LCC", "utt SRCC", "utt KTAU", "sys SRCC"):
+        table.add_column(c, justify="left" if c in ("learner", "status") else "right", overflow="fold")
+    members = report.get("members") or {}
+
+    def add(name, ev, status="", share=None):
         u, s = ev["utterance"], ev["system"]
-        table.add_row(name, *(f"{u[m]:.3f}" for m in ("MSE", "LCC", "SRCC", "KTAU")), f"{s['SRCC']:.3f}")
+        table.add_row(name, status, "" if share is None else f"{share:.2f}",
+                      *(_num(u[m]) for m in ("MSE", "LCC", "SRCC", "KTAU")), _num(s["SRCC"]))
+
+    for name, ev in report["oof"].items():
+        mi = members.get(name, {})
+        add(name, ev, mi.get("status", ""), mi.get("weight"))
+    for name, mi in members.items():
+        if mi.get("status") == "failed":
+            table.add_row(name, "failed", "", "", "", "", "", "")
+    cands = report.get("candidates") or {}
+    for name, ev in (report.get("stage2_oof") or {}).items():
+        ci = cands.get(name, {})
+        add(f"stage 2 {name}", ev, ci.get("status", ""), ci.get("weight"))
+    nested = report.get("nested") or {}
+    if nested.get("status") == "done":
+        add("ENSEMBLE (nested)", nested["ensemble"], "estimate", None)
     console.print(table)
+    for name, mi in members.items():
+        if mi.get("reason") and mi.get("status") in ("failed", "degenerate"):
+            console.print(f"  {name}: {mi['status']}: {mi['reason']}", highlight=False)
+    if nested.get("status") == "done":
+        e, b = nested["ensemble"], nested["members"][nested["best_member"]]
+        d = nested["ensemble_minus_best_srcc"]
+        verdict = ("stacking helped" if d > 0.01 else "stacking did not help, but costs nothing beyond noise"
+                   if d >= -0.01 else "stacking is WORSE than the best member: use that member alone")
+        console.print(
+            f"nested estimate ({nested['outer_folds']} outer grouped folds): ensemble utterance SRCC "
+            f"{_num(e['utterance']['SRCC'])} / system SRCC {_num(e['system']['SRCC'])}; best member "
+            f"{nested['best_member']} {_num(b['utterance']['SRCC'])} / {_num(b['system']['SRCC'])} "
+            f"({d:+.3f}): {verdict}. Labels' variance {report.get('label_variance', float('nan')):.4g}.",
+            highlight=False)
+    else:
+        console.print(f"nested estimate: {nested.get('status', 'not recorded')}", highlight=False)
 
 
 def _load_truth(data: Path, fmt: str, split: str, audio_root: Optional[Path]):
@@ -85,7 +130,8 @@ def evaluate(
     component: str = typer.Option("ensemble", "--component", help="Bundle column to evaluate (default: the ensemble; 'all' for every column)."),
     system_mos: Optional[Path] = typer.Option(None, "--system-mos", help="True system MOS (CSV system,mean; BVCC mydata_system.csv)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals (0: none)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    min_match: float = typer.Option(0.5, "--min-match", min=0.0, max=1.0, help="Refuse predictions that cover fewer than this share of the labelled items (ids must match exactly)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
 ) -> None:
     """MSE, LCC, SRCC and KTAU at utterance and system level (VoiceMOS/SHEET definitions),
@@ -93,7 +139,7 @@ def evaluate(
     import numpy as np
 
     from speechqe.predictors.evaluate import evaluate as run_eval
-    from speechqe.predictors.evaluate import read_predictions
+    from speechqe.predictors.evaluate import match_predictions, read_predictions
 
     try:
         truth = _load_truth(data, fmt, split, audio_root)
@@ -102,7 +148,8 @@ def evaluate(
         results = {}
         if predictions is not None:
             preds = read_predictions(predictions)
-            cols = {"predictions": np.array([preds.get(it.id, np.nan) for it in labelled])}
+            cols = {"predictions": match_predictions([it.id for it in labelled], preds, min_match,
+                                                     str(predictions))}
         elif bundle is not None:
             from speechqe.predictors.bundle import MOSBundle
             from speechqe.predictors.train import predict_set

@@ -44,10 +44,10 @@ def units_train(
     batch_size: int = typer.Option(10000, help="frames per k-means update"),
     backend: str = typer.Option("auto", help="auto, torch or sklearn"),
     max_frames_per_item: Optional[int] = typer.Option(None, help="subsample long items"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N: where the encoder and k-means run"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache folder"),
-    no_cache: bool = typer.Option(False, "--no-cache"),
-    seed: int = typer.Option(0),
+    no_cache: bool = typer.Option(False, "--no-cache", help="compute features without reading or writing the feature cache"),
+    seed: int = typer.Option(0, help="k-means initialisation and subsampling seed"),
 ) -> None:
     """Fit a K-means codebook on an encoder layer's features of a speech set."""
     try:
@@ -87,15 +87,15 @@ def _bitrate_table(br) -> Table:
 
 @units_app.command("encode")
 def units_encode(
-    speech_set: Path = typer.Argument(...),
-    codebook: Path = typer.Option(..., "--codebook", "-c"),
+    speech_set: Path = typer.Argument(..., help="folder of audio, .jsonl manifest or SHEET .csv"),
+    codebook: Path = typer.Option(..., "--codebook", "-c", help="codebook file (.npz) from 'speechqe units train'"),
     out: Path = typer.Option(..., "--out", "-o", help="units file (.jsonl)"),
     encoder: Optional[str] = typer.Option(None, help="encoder spec (default: the codebook's)"),
     dedup: bool = typer.Option(False, "--dedup", help="run-length deduplicate (keep durations)"),
     text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts"),
-    device: str = typer.Option("cpu"),
-    cache_dir: Optional[Path] = typer.Option(None),
-    no_cache: bool = typer.Option(False, "--no-cache"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N: where the encoder runs"),
+    cache_dir: Optional[Path] = typer.Option(None, help="feature cache folder"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="compute features without reading or writing the feature cache"),
 ) -> None:
     """Encode a speech set into unit sequences and report the stream's bitrate."""
     try:
@@ -197,14 +197,18 @@ def resynth(
     knn_inputs: str = typer.Option("continuous", "--knn-inputs",
                                    help="knn: 'continuous' features or the codebook 'units'"),
     metrics: Optional[str] = typer.Option(None, help="comma-separated metrics (default: the "
-                                          "registered ones among WER, CER, MCD, F0, speaker "
-                                          "similarity, DNSMOS, DistillMOS, UTMOS)"),
+                                          "registered ones among wer, cer, mcd, f0, "
+                                          "speaker_sim, dnsmos, distillmos)"),
     no_score: bool = typer.Option(False, "--no-score", help="only write the waveforms"),
-    dedup: bool = typer.Option(False, "--dedup"),
-    predict_durations: bool = typer.Option(False, "--predict-durations"),
+    dedup: bool = typer.Option(False, "--dedup", help="vocode run-length deduplicated units, "
+                               "each repeated for its true duration (default: frame units)"),
+    predict_durations: bool = typer.Option(False, "--predict-durations",
+                                           help="vocode deduplicated units with durations from "
+                                           "the vocoder's duration predictor (implies --dedup; "
+                                           "the unit-to-speech setting)"),
     db: Optional[Path] = typer.Option(None, help="results store (default: OUT/resynth.duckdb)"),
-    device: str = typer.Option("cpu"),
-    batch_size: int = typer.Option(8),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N: where encoders, vocoders and metrics run"),
+    batch_size: int = typer.Option(8, help="sequences per vocoder forward pass (never changes the waveforms)"),
     workers: int = typer.Option(1, help="scoring worker processes"),
     flow: bool = typer.Option(False, "--flow", help="run as the resynthesis-eval Prefect flow: "
                               "a rerun vocodes and scores only what changed (see "

@@ -12,22 +12,22 @@ are imported by the module that needs them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
-from speechqe.errors import ConfigError
+from speechqe.config import Int, StrictModel, validate
 
 from .base import Encoder, stable_hash
 from .cache import FeatureCache, array_sha256, feature_key
 
-KINDS = ("ssl", "whisper", "whisper-ct2", "logmel")
+EncoderKind = Literal["ssl", "whisper", "whisper-ct2", "logmel"]
+KINDS = get_args(EncoderKind)
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """A configured encoder.
+class EncoderSpec(StrictModel):
+    """A configured encoder (in configs: a mapping with these keys; unknown keys are errors).
 
     Attributes:
         kind: ``ssl``, ``whisper`` (openai-whisper), ``whisper-ct2`` or ``logmel``.
@@ -36,38 +36,45 @@ class EncoderSpec:
         pad_to_30s: Whisper only (see :mod:`speechqe.encoders.whisper`).
         compute_type: CTranslate2 only.
         trust_pickle: allow a fairseq checkpoint that needs unpickling beyond plain data.
-        arch: SSL only: build a *random-weight* model from this architecture (tests, benches).
+        arch: SSL only: build a *random-weight* model from this architecture (tests, benches);
+            a mapping in configs, kept as sorted ``(key, value)`` pairs (lists as tuples) so
+            that the spec stays hashable.
         seed: seed of the random weights.
     """
 
-    kind: str
+    kind: EncoderKind
     source: str = ""
     factory: str = ""
     pad_to_30s: bool = True
     compute_type: str = "float32"
     trust_pickle: bool = False
     arch: tuple[tuple[str, Any], ...] = ()
-    seed: int = 0
+    seed: Int = 0
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown encoder kind '{self.kind}'; known: {', '.join(KINDS)}")
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return tuple(sorted((str(k), _freeze(x)) for k, x in v.items()))
+        return v
+
+    @model_validator(mode="after")
+    def _needs_source(self) -> "EncoderSpec":
         if self.kind in ("ssl", "whisper") and not (self.source or self.arch):
-            raise ConfigError(f"a '{self.kind}' encoder needs a source")
+            raise ValueError(f"a '{self.kind}' encoder needs a source")
+        return self
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EncoderSpec":
-        d = dict(d)
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown encoder keys {sorted(unknown)}; known: {sorted(known)}")
-        if isinstance(d.get("arch"), dict):
-            d["arch"] = tuple(sorted((k, _freeze(v)) for k, v in d["arch"].items()))
-        return cls(**d)
+    def from_dict(cls, d: Mapping[str, Any], source: str = "encoder") -> "EncoderSpec":
+        """From a config mapping; ``source`` (the file and key) is named in errors.
+
+        Raises:
+            ConfigError: an unknown key or a bad value, named.
+        """
+        return validate(cls, d, source)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self.model_dump()
         d["arch"] = {k: _thaw(v) for k, v in self.arch}
         return d
 
@@ -92,8 +99,8 @@ def parse_spec(text: str) -> EncoderSpec:
 
     kind, _, source = text.partition(":")
     if not source and kind in PACKAGED_CONVERSIONS:
-        return EncoderSpec(kind="whisper", source=kind)
-    return EncoderSpec(kind=kind, source=source)
+        kind, source = "whisper", kind
+    return EncoderSpec.from_dict({"kind": kind, "source": source}, f"encoder '{text}'")
 
 
 def load_encoder(spec: EncoderSpec | dict[str, Any] | str, *, device: str = "cpu") -> Encoder:
@@ -102,7 +109,7 @@ def load_encoder(spec: EncoderSpec | dict[str, Any] | str, *, device: str = "cpu
     model converted from the packaged weights, every block available)."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
-    elif isinstance(spec, dict):
+    elif isinstance(spec, Mapping):
         spec = EncoderSpec.from_dict(spec)
     if spec.kind == "ssl":
         from . import ssl

@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from speechqe import manifest, suites
+from speechqe import manifest, plugins, suites, versa
 from speechqe.config import StrictModel, validate
 from speechqe.devices import is_device_name
 from speechqe.errors import ConfigError
@@ -43,6 +43,8 @@ from .history import RegressionPolicy
 #: The results store when none is given (the command line's default too).
 DEFAULT_STORE = Path("speechqe-out") / "speechqe.duckdb"
 _GLOB_CHARS = re.compile(r"[*?\[]")
+#: File suffixes a glob source may match (besides folders); ``.gz`` is looked through.
+_MANIFEST_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".scp")
 
 
 class EvaluationConfig(StrictModel):
@@ -55,7 +57,13 @@ class EvaluationConfig(StrictModel):
             prefixed with each match's name.
         suite, metrics: a suite name/path, or explicit metric references (not both; neither:
             the ``default`` suite).
-        references, transcripts: reference folder and ``id<TAB>text`` file.
+        references: reference audio: a folder, a Kaldi ``wav.scp`` or data dir, or one audio
+            file (for a single input file).
+        transcripts: an ``id<TAB>text`` or Kaldi ``text`` file.
+        format: the source's format (``auto``: detected; see :data:`speechqe.manifest.FORMATS`).
+        text_encoding: encoding of every text file read (default UTF-8).
+        allow_pipes: run pipe commands found in Kaldi/lhotse lists.
+        versa_config: a VERSA score config, mapped to speechqe metrics (instead of a suite).
         store: the DuckDB results store.
         name: run name (the history groups runs by name; default: the set's name).
         system: system name for a flat folder.
@@ -71,7 +79,9 @@ class EvaluationConfig(StrictModel):
         gpu_slots: size of the Prefect concurrency limit on GPU scoring tasks (``None``: keep
             the server's, or 1 when the limit does not exist yet).
         max_in_flight: scoring tasks submitted at a time (memory bound on the orchestrator).
-        params: metric parameter overrides ``{metric: {name: value}}``.
+        params: metric parameter overrides ``{metric: {name: value}}`` (``--param``), checked
+            against each metric's declared types together with the suite's own parameters
+            and kept in canonical form (``'0'`` -> ``False``): the form stored with the run.
     """
 
     source: str
@@ -92,6 +102,10 @@ class EvaluationConfig(StrictModel):
     policy: RegressionPolicy = Field(default_factory=RegressionPolicy)
     gpu_slots: int | None = Field(None, ge=1)
     max_in_flight: int = Field(64, ge=1)
+    format: str = "auto"
+    text_encoding: str | None = None
+    allow_pipes: bool = False
+    versa_config: str | None = None
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("source")
@@ -120,8 +134,32 @@ class EvaluationConfig(StrictModel):
     @field_validator("references")
     @classmethod
     def _references(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).is_dir():
-            raise ValueError(f"no such folder: {v}")
+        if v is not None and not Path(v).exists():
+            raise ValueError(f"no such file or folder: {v}")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in manifest.FORMATS:
+            raise ValueError(f"format must be one of {', '.join(manifest.FORMATS)} (got {v!r})")
+        return v
+
+    @field_validator("text_encoding")
+    @classmethod
+    def _text_encoding(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                manifest.check_encoding(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("versa_config")
+    @classmethod
+    def _versa_config(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
         return v
 
     @field_validator("transcripts")
@@ -138,10 +176,26 @@ class EvaluationConfig(StrictModel):
             raise ValueError(f"the store must be a .duckdb file (got {v})")
         return v
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        data = info.data
+        if "suite" not in data or "metrics" not in data or "versa_config" not in data or (
+                sum(bool(data[k]) for k in ("suite", "metrics", "versa_config")) > 1):
+            return v  # those errors are reported on their own
+        entries, origin, _ = metric_entries(data["suite"], data["metrics"], data["versa_config"])
+        label = (info.context or {}).get("param_label", "params.{metric}.{name}")
+        resolved = plugins.resolve_params(entries, v, origin=origin, label=label)
+        names = [e.name for e in entries]
+        return {m: {k: resolved[names.index(m)][k] for k in p} for m, p in v.items()}
+
     @model_validator(mode="after")
     def _suite_xor_metrics(self) -> "EvaluationConfig":
-        if self.suite and self.metrics:
-            raise ValueError("give either a suite or a list of metrics, not both")
+        given = [n for n, v in (("a suite", self.suite), ("a list of metrics", self.metrics),
+                                 ("a VERSA config", self.versa_config)) if v]
+        if len(given) > 1:
+            raise ValueError(f"give one of a suite, a list of metrics or a VERSA config, not "
+                             f"both {' and '.join(given)}")
         return self
 
     @classmethod
@@ -150,22 +204,32 @@ class EvaluationConfig(StrictModel):
         *,
         regression_relative: float = 0.01,
         regression_thresholds: Mapping[str, float] | None = None,
+        regression_allow_missing: bool = False,
+        param_label: str = "params.{metric}.{name}",
+        origin: str = "evaluation",
         **kw: Any,
     ) -> "EvaluationConfig":
-        """From flow or command-line parameters (paths, lists, mappings, the two regression
-        settings).
+        """From flow or command-line parameters (paths, lists, mappings, the three regression
+        settings; threshold names are checked against the registered metric outputs).
+
+        Args:
+            param_label: how a metric parameter override is named in errors (the command
+                line passes ``plugins.PARAM_LABEL``, ``--param {metric}.{name}``).
+            origin: where the parameters came from, named in errors (a watch file names its
+                watch itself).
 
         Raises:
-            ConfigError: a bad or unknown parameter, named.
+            ConfigError: a bad or unknown parameter, named; an unknown suite or metric; a
+                metric parameter that its metric does not declare, or whose value does not fit
+                its type (before any audio file is read).
         """
         kw = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-        kw["policy"] = RegressionPolicy(
-            relative=float(regression_relative),
-            absolute=tuple(sorted((str(k), float(v))
-                                  for k, v in (regression_thresholds or {}).items())),
+        kw["policy"] = RegressionPolicy.parse(
+            relative=regression_relative, thresholds=dict(regression_thresholds or {}),
+            allow_missing=regression_allow_missing,
         )
         kw["params"] = {str(m): dict(p) for m, p in (kw.get("params") or {}).items()}
-        return validate(cls, kw, "evaluation")
+        return validate(cls, kw, origin, context={"param_label": param_label})
 
     @property
     def is_glob(self) -> bool:
@@ -180,7 +244,12 @@ class EvaluationConfig(StrictModel):
         if self.is_glob:
             parts = [x for x in p.parts if not _GLOB_CHARS.search(x)]
             return Path(*parts).name if parts else "speech-set"
-        return p.stem if p.suffix.lower() in (".jsonl", ".csv") else p.name
+        base = Path(p.name[:-3] if p.name.lower().endswith(".gz") else p.name)
+        if base.suffix.lower() == ".scp":
+            return p.resolve().parent.name
+        if base.suffix.lower() in _MANIFEST_SUFFIXES + manifest.AUDIO_EXTENSIONS:
+            return base.stem
+        return p.name
 
     def report_path(self, run_id: str) -> Path:
         folder = Path(self.report_dir) if self.report_dir else Path(self.store).parent / "reports"
@@ -193,6 +262,8 @@ class EvaluationConfig(StrictModel):
             "transcripts": self.transcripts, "suite": self.suite, "metrics": list(self.metrics),
             "device": self.device, "chunk_size": self.chunk_size,
             "retry_errors": self.retry_errors, "params": {m: dict(p) for m, p in self.params.items()},
+            "format": self.format, "text_encoding": self.text_encoding,
+            "allow_pipes": self.allow_pipes, "versa_config": self.versa_config,
         }
 
 
@@ -213,9 +284,11 @@ def matching_sources(cfg: EvaluationConfig) -> list[Path]:
             raise ConfigError(f"no such file or folder: {p}")
         return [p]
     found = sorted(Path(m) for m in glob.glob(str(cfg.source), recursive=True))
-    found = [m for m in found if m.is_dir() or m.suffix.lower() in (".jsonl", ".csv")]
+    found = [m for m in found if m.is_dir() or Path(
+        m.name[:-3] if m.name.lower().endswith(".gz") else m.name).suffix.lower() in _MANIFEST_SUFFIXES]
     if not found:
-        raise ConfigError(f"nothing matches {cfg.source} (folders, .jsonl or .csv manifests)")
+        raise ConfigError(f"nothing matches {cfg.source} (folders, .jsonl(.gz), .csv or .scp "
+                          "manifests)")
     return found
 
 
@@ -225,7 +298,8 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
     sources = matching_sources(cfg)
     sets = [
         manifest.load_speech_set(
-            src, ref_dir=cfg.references, text_file=cfg.transcripts, system=cfg.system
+            src, ref_dir=cfg.references, text_file=cfg.transcripts, system=cfg.system,
+            format=cfg.format, text_encoding=cfg.text_encoding, allow_pipes=cfg.allow_pipes,
         )
         for src in sources
     ]
@@ -234,20 +308,54 @@ def load_set(cfg: EvaluationConfig) -> SpeechSet:
         return SpeechSet(s.items, name=cfg.set_name, source=s.source)
     items = []
     for src, s in zip(sources, sets):
-        prefix = src.stem if src.is_file() else src.name
+        prefix = Path(src.name[:-3] if src.name.lower().endswith(".gz") else src.name).stem \
+            if src.is_file() else src.name
         items += [it.replace(id=f"{prefix}/{it.id}") for it in s.items]
     return SpeechSet(tuple(items), name=cfg.set_name, source=str(cfg.source))
 
 
+def check_metrics(cfg: EvaluationConfig) -> None:
+    """Check the metric selection before any audio is read: each metric's ``:VALUE`` argument
+    (a bundle or checkpoint path that does not exist) and a metric listed twice, so that a typo
+    stops the command at once instead of after the whole set has been hashed (the parameters
+    were checked when ``cfg`` was built). Creates metrics, loads no model.
+
+    Raises:
+        ConfigError: the first problem found, named.
+    """
+    entries, _, _ = metric_entries(cfg.suite, cfg.metrics, cfg.versa_config)
+    names = set()
+    for e in entries:
+        name, _ = plugins.parse_metric_ref(e.ref)
+        names.add(name)
+        plugins.create(e.ref, {**dict(e.params), **cfg.params.get(name, {})})
+    if set(cfg.params) - names:
+        raise ConfigError(f"--param given for metrics not in this run: {sorted(set(cfg.params) - names)}")
+
+
+def metric_entries(suite: str | None, metrics: Sequence[str], versa_config: str | None = None
+                   ) -> tuple[tuple[suites.SuiteEntry, ...], str, str | None]:
+    """The entries of an evaluation, where they came from (a suite file, ``--metrics`` or a
+    VERSA config) and the suite name (``None`` for explicit metrics)."""
+    if metrics:
+        return suites.entries_from_list(metrics), "--metrics", None
+    if versa_config:
+        mapping = versa.read_versa_config(versa_config)
+        return tuple(mapping.entries), str(versa_config), f"versa:{Path(versa_config).name}"
+    s = suites.load_suite(suite or "default")
+    return s.entries, s.path, s.name
+
+
 def plan(cfg: EvaluationConfig, sset: SpeechSet) -> tuple[runner.Plan, str | None]:
     """The metric requests for ``sset`` and the suite name (``None`` for explicit metrics)."""
-    if cfg.metrics:
-        entries, suite_name, explicit = suites.entries_from_list(cfg.metrics), None, True
-    else:
-        s = suites.load_suite(cfg.suite or "default")
-        entries, suite_name, explicit = s.entries, s.name, False
+    entries, _, suite_name = metric_entries(cfg.suite, cfg.metrics, cfg.versa_config)
+    unmapped: list[tuple[str, str]] = []
+    if cfg.versa_config and not cfg.metrics:
+        unmapped = [(w, f"not scored: {r}") for w, r in versa.read_versa_config(cfg.versa_config).unmapped]
     overrides = {m: dict(p) for m, p in cfg.params.items()}
-    return runner.plan_metrics(entries, sset, explicit=explicit, overrides=overrides), suite_name
+    the_plan = runner.plan_metrics(entries, sset, explicit=bool(cfg.metrics), overrides=overrides)
+    the_plan.skipped[:0] = unmapped  # a VERSA entry we cannot compute is listed, never dropped
+    return the_plan, suite_name
 
 
 def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> dict[str, Any] | None:
@@ -272,21 +380,25 @@ def unchanged_run(store, name: str, sset: SpeechSet, metrics: Sequence[Any]) -> 
 
 def write_report(store: Store, run_id: str, cfg: EvaluationConfig) -> dict[str, Any]:
     """Write the run's HTML report (with its comparison against the baseline); returns its
-    path, a markdown summary, the regressions and the baseline's run id."""
+    path, a markdown summary, the regressions (with their reasons: a significant drop, lost
+    output), the regression gate's failures (the regressions, or a comparison with nothing in
+    common; empty without a baseline) and the baseline's run id."""
     from .report import write_report as _write
     from .report.render import markdown_summary
 
     path, data = _write(store, run_id, cfg.report_path(run_id), baseline=cfg.baseline,
                         policy=cfg.policy)
-    regressions = [] if data.comparison is None else data.comparison.regressions
+    cmp = data.comparison
+    regressions = [] if cmp is None else cmp.regressions
     return {
         "path": str(path),
         "markdown": markdown_summary(data, path.resolve().as_uri()),
         "regressions": [
             {"system": c.system, "metric": c.metric, "baseline": c.mean_a, "value": c.mean_b,
-             "change": c.delta, "ci": [c.ci_low, c.ci_high]}
+             "change": c.delta, "ci": [c.ci_low, c.ci_high], "reasons": c.reasons}
             for c in regressions
         ],
+        "gate_failures": [] if cmp is None else cmp.gate_failures(),
         "baseline": None if data.baseline is None else data.baseline["run_id"],
     }
 
@@ -330,6 +442,7 @@ class EvaluationResult:
     report: str | None = None
     report_markdown: str | None = None
     regressions: list[dict[str, Any]] = field(default_factory=list)
+    gate_failures: list[str] = field(default_factory=list)
     baseline: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -365,6 +478,7 @@ def evaluate(
     active: runner.ActiveRun | None = None
     try:
         try:
+            check_metrics(cfg)  # cheap: before the set's files are hashed
             sset = speech_set if speech_set is not None else steps.call("discover", load_set, cfg)
             the_plan, suite_name = steps.call("plan", plan, cfg, sset)
             for mname, reason in the_plan.skipped:
@@ -408,10 +522,10 @@ def evaluate(
             rep = steps.call("report", write_report, st, r.run_id, cfg)
             out.report, out.report_markdown = rep["path"], rep["markdown"]
             out.regressions, out.baseline = rep["regressions"], rep["baseline"]
+            out.gate_failures = rep["gate_failures"]
             steps.message("info", f"report: {rep['path']}")
-            for g in rep["regressions"]:
-                steps.message("warning", f"regression against {rep['baseline']}: {g['system']} / "
-                                         f"{g['metric']} {g['baseline']:.4g} -> {g['value']:.4g}")
+            for reason in rep["gate_failures"]:
+                steps.message("warning", f"regression gate against {rep['baseline']}: {reason}")
         return out
     finally:
         st.close()
@@ -423,6 +537,7 @@ __all__ = [
     "EvaluationResult",
     "Steps",
     "artifact_key",
+    "check_metrics",
     "evaluate",
     "flow_run_name",
     "load_set",

@@ -183,7 +183,7 @@ def score_chunk(
             inputs.append(None)
             continue
         try:
-            audio = LoadedAudio.from_file(item.path)
+            audio = item.load()  # the whole file, or only the item's segment and channel
         except ItemError as exc:
             for m in todo[i]:
                 records += _error_records(item, metrics[m], keys[i][m], exc)
@@ -714,16 +714,15 @@ def plan_metrics(
     A metric that needs references (or transcripts) when the set has none is an error when
     the user named it (``explicit``), and is left out with a stated reason when it comes from a
     suite. Items that individually lack a reference get ``missing_reference`` error records.
-    Parameters are validated here (unknown keys are errors) before any work starts.
+    Parameters (the entry's, updated by ``overrides``) are validated here, not in a worker
+    (unknown keys and bad values are errors), and requested in canonical form
+    (:func:`speechqe.plugins.resolve_params`).
     """
-    overrides = dict(overrides or {})
+    resolved = plugins.resolve_params(entries, overrides)
     requests, skipped = [], []
-    for e in entries:
+    for e, params in zip(entries, resolved):
         name, value = plugins.parse_metric_ref(e.ref)
         cls = plugins.get(name)
-        params = dict(e.params)
-        params.update(overrides.pop(name, {}))
-        plugins.create(e.ref, params)  # validate parameters now, not in a worker
         reason = None
         has_target = speech_set.has_references or (
             cls.spec.prompt_as_reference and speech_set.has_prompts
@@ -738,10 +737,6 @@ def plan_metrics(
             skipped.append((name, reason))
             continue
         requests.append(MetricRequest(e.ref, tuple(sorted(params.items()))))
-    if overrides:
-        raise ConfigError(
-            f"--param given for metrics not in this run: {sorted(overrides)}"
-        )
     if not requests:
         raise ConfigError(
             "no metric can run on this speech set: "

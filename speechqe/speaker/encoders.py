@@ -24,24 +24,27 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
+from speechqe.config import StrictModel
 from speechqe.errors import ConfigError, MissingDependencyError
 
 SAMPLE_RATE = 16000
-ENCODERS = ("resemblyzer", "speechbrain-ecapa")
+EncoderName = Literal["resemblyzer", "speechbrain-ecapa"]
+ENCODERS = get_args(EncoderName)
 DEFAULT_MODELS = {
     "resemblyzer": "resemblyzer-ge2e",
     "speechbrain-ecapa": "speechbrain-spkrec-ecapa-voxceleb",
 }
 
 
-@dataclass(frozen=True)
-class EncoderConfig:
-    """What determines a speaker encoder instance.
+class SpeakerEncoderOptions(StrictModel):
+    """What determines the embeddings, apart from the device: the settings that the
+    ``speaker_sim`` parameters (:class:`speechqe.metrics.speaker.SpeakerSimParams`) and an
+    :class:`EncoderConfig` share. Their defaults live here only.
 
     Attributes:
         backend: ``resemblyzer`` or ``speechbrain-ecapa``.
@@ -50,19 +53,22 @@ class EncoderConfig:
             ``from_hparams`` folder.
         vad_trim: resemblyzer only: apply Resemblyzer's preprocessing (volume normalisation and
             long-silence removal) before embedding.
-        device: ``cpu`` or ``cuda``.
     """
 
-    backend: str = "resemblyzer"
+    backend: EncoderName = "resemblyzer"
     model: str = ""
     vad_trim: bool = True
-    device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        if self.backend not in ENCODERS:
-            raise ConfigError(f"unknown speaker encoder {self.backend!r}; known: {', '.join(ENCODERS)}")
-        if self.device not in ("cpu", "cuda"):
-            raise ConfigError(f"device must be cpu or cuda (got {self.device!r})")
+    def encoder_options(self) -> dict[str, object]:
+        """The :class:`SpeakerEncoderOptions` fields of this config (of a subclass too)."""
+        return {name: getattr(self, name) for name in SpeakerEncoderOptions.model_fields}
+
+
+class EncoderConfig(SpeakerEncoderOptions):
+    """What determines a speaker encoder instance: :class:`SpeakerEncoderOptions` and the
+    device (``cpu`` or ``cuda``)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
 
 
 class SpeakerEncoder(ABC):

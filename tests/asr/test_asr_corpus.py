@@ -71,7 +71,9 @@ def test_ljspeech_wer_with_the_offline_default(ljspeech, capsys):
               f"corpus WER {w['wer'].mean:.2%} (mean per-utterance {w['wer_utt_mean'].mean:.2%}), "
               f"corpus CER {c['cer'].mean:.2%} (mean per-utterance {c['cer_utt_mean'].mean:.2%})")
     assert w["wer"].aggregation == "ratio" and w["wer_utt_mean"].aggregation == "mean"
-    assert w["wer"].mean <= 0.10
+    # measured 6.68% and 7.04% on two CPUs (int8 kernels differ); 563 words, 0.18% per word:
+    # the bound allows about 8 more errors
+    assert w["wer"].mean <= 0.085
     assert c["cer"].mean <= w["wer"].mean  # characters are forgiving of near-miss words
     errors = sum(r.extra["errors"] for r in res_w)
     words = sum(r.extra["ref_words"] for r in res_w)
@@ -109,4 +111,6 @@ def test_librivox_wer_with_the_offline_default(capsys):
     with capsys.disabled():
         print(f"\n[offline default faster-whisper tiny.en int8 beam 5] librivox-5: "
               f"corpus WER {w['wer'].mean:.2%} (mean per-utterance {w['wer_utt_mean'].mean:.2%})")
-    assert w["wer"].mean <= 0.15
+    # measured 4.23% (3 errors in 71 words); allow three more errors for other CPUs' int8
+    # kernels
+    assert w["wer"].mean <= 6 / 71 + 1e-9

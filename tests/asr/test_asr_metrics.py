@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from whisper_tiny import save_openai_checkpoint, tiny_whisper
@@ -20,16 +22,45 @@ def _inp(text, seconds=1.0, seed=0):
 
 
 def test_parameters_are_validated_at_creation():
-    with pytest.raises(ConfigError, match="unknown ASR backend"):
+    with pytest.raises(ConfigError, match=re.escape(
+            "metric 'wer': backend: Input should be 'faster-whisper' or 'openai-whisper' (got 'kaldi')")):
         plugins.create("wer", {"backend": "kaldi"})
-    with pytest.raises(ConfigError, match="normalizer"):
+    with pytest.raises(ConfigError, match=re.escape(
+            "normalizer: Input should be 'auto', 'whisper-english', 'basic' or 'none' (got 'fancy')")):
         plugins.create("cer", {"normalizer": "fancy"})
-    with pytest.raises(ConfigError, match="unknown parameter"):
+    with pytest.raises(ConfigError, match="unknown parameter 'beam' \\(known: backend, model, "):
         plugins.create("wer", {"beam": 3})
-    with pytest.raises(ConfigError, match="beam_size"):
+    with pytest.raises(ConfigError, match=re.escape("beam_size: Input should be greater than or equal to 1 (got 0)")):
         plugins.create("wer", {"beam_size": 0})
+    with pytest.raises(ConfigError, match=re.escape("language: language must be an ISO 639-1 code such as 'en' (got 'e1')")):
+        plugins.create("wer", {"language": "e1"})
     m = plugins.create("wer:/some/model.pt", {"backend": "openai-whisper"})
     assert m.params.model == "/some/model.pt"
+    # strings from the command line are read by type; 'no' stays a language code (a YAML
+    # reading would have made it False)
+    p = plugins.create("wer", {"beam_size": "3", "batch_size": "8.0", "language": "no"}).params
+    assert (p.beam_size, p.batch_size, p.language) == (3, 8, "no")
+
+
+def test_backend_config_is_typed_and_shares_its_defaults_with_the_metric():
+    """BackendConfig and the wer/cer parameters share one set of defaults (ASROptions); the
+    metric's backend config equals one built directly; bad values name key and value."""
+    from speechqe.asr import BackendConfig
+    from speechqe.asr.base import ASROptions
+    from speechqe.config import validate
+
+    p = plugins.create("wer", {"beam_size": 2}).params
+    assert p.backend_config("cuda:1") == BackendConfig(beam_size=2, device="cuda:1")
+    assert {k: v.default for k, v in ASROptions.model_fields.items()} == {
+        k: getattr(BackendConfig(), k) for k in ASROptions.model_fields}
+    cfg = BackendConfig(backend="openai-whisper", model="tiny.en", batch_size=4)
+    assert validate(BackendConfig, cfg.model_dump()) == cfg and hash(cfg) == hash(BackendConfig(**cfg.model_dump()))
+    with pytest.raises(ConfigError, match=re.escape("BackendConfig: device: device must be cpu, cuda or cuda:N (got 'auto')")):
+        BackendConfig(device="auto")
+    with pytest.raises(ConfigError, match=re.escape("asr.yaml: unknown key 'beam' (known: backend, model, language")):
+        validate(BackendConfig, {"beam": 1}, "asr.yaml")
+    with pytest.raises(ConfigError, match=re.escape("asr.yaml: batch_size: Input should be a valid integer")):
+        validate(BackendConfig, {"batch_size": "many"}, "asr.yaml")
 
 
 def test_contract():

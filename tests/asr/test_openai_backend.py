@@ -49,12 +49,48 @@ def test_batched_decoding_equals_one_at_a_time(checkpoint, beam_size):
     assert hyps[::-1] == batched.transcribe(audio[::-1])
 
 
-def test_long_input_goes_through_long_form_transcription(checkpoint):
+def test_long_input_is_decoded_window_by_window(checkpoint):
+    """A 31 s input is decoded as two 30 s windows (the second starting past 30 s), not
+    truncated to the first: the decoder is called once per window."""
     backend = OpenAIWhisperBackend(BackendConfig(
         backend="openai-whisper", model=str(checkpoint), beam_size=1, batch_size=2))
     long = np.tile(_signals(1)[0], 60)[: 16000 * 31]  # 31 s: more than one window
-    out = backend.transcribe([_signals(1)[0], long])
-    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    windows = []
+    decode = backend.model.decode
+
+    def spy(mel, options):
+        windows.append(tuple(mel.shape))
+        return decode(mel, options)
+
+    backend.model.decode = spy
+    try:
+        out = backend.transcribe([long])
+    finally:
+        backend.model.decode = decode
+    assert len(out) == 1 and isinstance(out[0], str)
+    assert len(windows) >= 2, windows
+
+
+@pytest.mark.corpora
+def test_long_input_transcribes_speech_past_30_seconds():
+    """Real speech: LJ001-0001, -0003, -0004, -0006 (30.2 s), then LJ001-0005 from 30.2 s to
+    38.3 s. The packaged tiny.en weights (converted to openai-whisper) must transcribe the
+    words of that last sentence: truncation at 30 s would lose all of them."""
+    from conftest import corpus
+
+    from speechqe.audio import LoadedAudio
+    from speechqe.encoders.whisper import converted_checkpoint
+
+    wavs = corpus("ljspeech-32") / "wavs"
+    parts = [LoadedAudio.from_file(wavs / f"LJ001-000{k}.wav").at(16000) for k in (1, 3, 4, 6, 5)]
+    assert 30.0 < sum(p.size for p in parts[:4]) / 16000 < 30.5
+    backend = OpenAIWhisperBackend(BackendConfig(
+        backend="openai-whisper", model=str(converted_checkpoint("whisper-tiny.en-ct2")),
+        beam_size=1))
+    text = backend.transcribe([np.concatenate(parts)])[0].lower()
+    tail = ["movable", "metal", "letters", "fifteenth", "century"]
+    assert sum(w in text for w in tail) >= 4, text
+    assert "printing" in text and "woodcutters" in text.replace("wood cutters", "woodcutters"), text
 
 
 def test_model_id_names_backend_weights_and_settings(checkpoint):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -136,8 +138,27 @@ def test_encoder_spec_random_arch_is_deterministic():
     assert a.encoder_id == b.encoder_id
     x = _signals((4000,))[0]
     np.testing.assert_array_equal(a.encode([x])[0], b.encode([x])[0])
-    with pytest.raises(ConfigError, match="unknown encoder keys"):
+    with pytest.raises(ConfigError, match="encoder: unknown key 'layer' \\(known: kind, source, "):
         EncoderSpec.from_dict({"kind": "ssl", "source": "x", "layer": 3})
+
+
+def test_encoder_spec_is_a_typed_config():
+    """Unknown keys, bad values and a missing source are errors naming the config, the key
+    and the value; a spec survives a round trip through its plain form and stays hashable."""
+    spec = EncoderSpec.from_dict({"kind": "ssl", "arch": TINY_ARCH, "seed": "1"})
+    assert spec.seed == 1 and EncoderSpec.from_dict(spec.to_dict()) == spec
+    assert hash(spec) == hash(EncoderSpec.from_dict(spec.to_dict()))
+    assert EncoderSpec.from_dict({"kind": "whisper-ct2"}).pad_to_30s is True  # the one default
+    for d, message in [
+        ({"kind": "wav2vec"}, "mos.yaml: kind: Input should be 'ssl', 'whisper', 'whisper-ct2' or 'logmel' (got 'wav2vec')"),
+        ({"kind": "ssl"}, "mos.yaml: a 'ssl' encoder needs a source"),
+        ({"kind": "whisper", "source": "x", "pad_to_30s": "sometimes"}, "mos.yaml: pad_to_30s: Input should be a valid boolean"),
+        ({"source": "x"}, "mos.yaml: kind: Field required"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            EncoderSpec.from_dict(d, "mos.yaml")
+    with pytest.raises(ConfigError, match=re.escape("encoder 'hubert:x': kind: Input should be")):
+        load_encoder("hubert:x")
 
 
 @pytest.mark.slow

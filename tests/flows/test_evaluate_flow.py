@@ -121,12 +121,17 @@ def test_failures_and_bad_parameters_are_recorded(tmp_path, prefect_api, toy_met
                          ({"device": "tpu"}, "device must be one of"),
                          ({"metrics": ["toy_level"], "suite": "default"}, "not both"),
                          ({"metrics": ["nope"]}, "unknown metric 'nope'"),
-                         ({"chunk_size": "many"}, "chunk_size")]:
+                         ({"params": {"toy_level": {"delay_s": "soon"}}},
+                          "params.toy_level.delay_s: Input should be a valid number"),
+                         ({"chunk_size": "many"}, "chunk_size"),
+                         ({"metrics": ["toy_snr"]}, "needs references")]:
         kw = {"source": str(tmp_path / "g"), "store": str(db), "metrics": ["toy_level"], **bad}
         state = evaluate_speech_set(**kw, return_state=True)
         assert state.is_failed() and message in state.message, (bad, state.message)
     with Store(db, read_only=True) as st:  # a plan error is a recorded failed run too
-        assert "unknown metric 'nope'" in st.runs()[-1]["error"]
+        assert "needs references" in st.runs()[-1]["error"]
+        # configuration errors (unknown metric, bad parameter) stop the flow before the store
+        assert not any("unknown metric" in (r["error"] or "") for r in st.runs())
 
 
 def test_gpu_scoring_tasks_are_tagged_and_limited(tmp_path, prefect_api, toy_metrics, monkeypatch):
@@ -139,16 +144,19 @@ def test_gpu_scoring_tasks_are_tagged_and_limited(tmp_path, prefect_api, toy_met
 
     for k in range(4):
         write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.2, seed=k)
+    from plugins.toy_metrics import Concurrency
+
     monkeypatch.setattr(ev.runner, "uses_gpu", lambda requests, device: True)
+    Concurrency.reset()
     flow = ev.evaluate_speech_set.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
     out = flow(source=str(tmp_path / "g"), metrics=["toy_level"], store=str(tmp_path / "g.duckdb"),
-               chunk_size=1, gpu_slots=1, params={"toy_level": {"delay_s": 0.4}}, report=False)
+               chunk_size=1, gpu_slots=1, params={"toy_level": {"delay_s": 0.2}}, report=False)
     with Store(tmp_path / "g.duckdb", read_only=True) as st:
         fr = st.run(out["run_id"])["flow_run_id"]
     runs = [t for t in _task_runs(fr) if t.name.startswith("score-")]
     assert len(runs) == 4 and all(ev.GPU_TAG in t.tags for t in runs)
-    spans = sorted((t.start_time, t.end_time) for t in runs)
-    assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), spans  # never two at once
+    # never two at once: counted inside the metric while it works (2 threads were available)
+    assert Concurrency.max_active == 1 and Concurrency.active == 0
     with get_client(sync_client=True) as c:
         assert c.read_global_concurrency_limit_by_name(f"tag:{ev.GPU_TAG}").limit == 1
 
@@ -171,3 +179,68 @@ def test_evaluate_command_runs_the_flow(tmp_path, prefect_api, toy_metrics):
     assert res.exit_code == 0 and "nothing changed since run" in res.output
     res = CliRunner().invoke(app, args + ["--device", "tpu"])
     assert res.exit_code == 2 and "device must be one of" in res.output
+
+
+def test_evaluate_reads_the_same_inputs_as_score(tmp_path, prefect_api, toy_metrics, monkeypatch):
+    """--format, --allow-pipes, --text-encoding and --versa-config reach the flow through
+    EvaluationConfig: a Kaldi list with a pipe and a latin-1 transcript, and a VERSA config."""
+    from typer.testing import CliRunner
+
+    from speechqe.cli.main import app
+
+    monkeypatch.setenv("SPEECHQE_CACHE", str(tmp_path / "cache"))
+    write_tone(tmp_path / "a.wav", seed=1)
+    write_tone(tmp_path / "b.wav", seed=2)
+    d = tmp_path / "data" / "test"
+    d.mkdir(parents=True)
+    (d / "wav.scp").write_text(f"a cat {tmp_path / 'a.wav'} |\nb {tmp_path / 'b.wav'}\n")
+    (d / "text").write_bytes("a caf\xe9\nb na\xefve\n".encode("latin-1"))
+    db = tmp_path / "e.duckdb"
+    base = ["evaluate", str(d), "--metrics", "toy_level,toy_rate", "--db", str(db), "--no-report"]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 2 and "--allow-pipes" in res.output
+    res = CliRunner().invoke(app, base + ["--allow-pipes", "--format", "kaldi",
+                                          "--text-encoding", "latin-1"])
+    assert res.exit_code == 0, res.output
+    with Store(db, read_only=True) as st:
+        items = {i["item_id"]: i for i in st.items(st.run("latest")["run_id"])}
+    assert items["a"]["text"] == "café" and items["b"]["text"] == "naïve"
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text("- name: signal_metric\n- name: nisqa\n")
+    write_tone(tmp_path / "ref" / "a.wav", seed=3)
+    write_tone(tmp_path / "ref" / "b.wav", seed=4)
+    res = CliRunner().invoke(app, ["evaluate", str(d), "--ref", str(tmp_path / "ref"),
+                                   "--versa-config", str(cfg), "--allow-pipes", "--db", str(db),
+                                   "--no-report", "--text-encoding", "latin-1"])
+    assert res.exit_code == 0, res.output
+    with Store(db, read_only=True) as st:
+        run = st.run("latest")
+        metrics = {r["metric"] for r in st.results(run["run_id"])}
+    assert run["suite"] == "versa:score.yaml" and metrics == {"si_sdr"}
+
+
+def test_the_flow_gate_fails_on_lost_output_and_on_nothing_in_common(tmp_path, prefect_api,
+                                                                      toy_metrics):
+    """``fail_on_regression`` uses the same comparison as ``speechqe compare``: a system gone
+    from the set fails the flow run (unless lost output is allowed), and a baseline with no
+    system and metric in common fails it too (it used to pass as '0 regressions')."""
+    import shutil
+
+    from speechqe.flows.evaluate import evaluate_speech_set
+
+    s = make_set(tmp_path, n=3)
+    kw = dict(metrics=["toy_level", "toy_snr"], references=str(s["ref"]),
+              store=str(tmp_path / "g.duckdb"), name="nightly", fail_on_regression=True)
+    first = evaluate_speech_set(source=str(s["gen"]), **kw)
+    assert first["gate_failures"] == [] and first["baseline"] is None
+    shutil.rmtree(s["gen"] / "sys_b")
+    state = evaluate_speech_set(source=str(s["gen"]), **kw, return_state=True)
+    assert state.is_failed(), state.message
+    assert "sys_b / toy_snr: missing in B (3 items in A)" in state.message
+    relaxed = evaluate_speech_set(source=str(s["gen"]), **kw, baseline=first["run_id"],
+                                  regression_allow_missing=True)
+    assert relaxed["gate_failures"] == [] and relaxed["regressions"] == []
+    shutil.copytree(s["gen"] / "sys_a", tmp_path / "other" / "zzz")
+    state = evaluate_speech_set(source=str(tmp_path / "other"), **kw, baseline=first["run_id"],
+                                regression_allow_missing=True, return_state=True)
+    assert state.is_failed() and "no system and metric in common" in state.message

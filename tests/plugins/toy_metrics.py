@@ -6,6 +6,7 @@ the plugin mechanism.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,31 @@ import numpy as np
 
 from speechqe.errors import LengthMismatchError
 from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec, ScoringInput
+
+
+class Concurrency:
+    """How many ``toy_level`` batches run at once in this process (threads of a flow's task
+    runner): measured inside the metric, so it counts real overlap, not scheduling times."""
+
+    lock = threading.Lock()
+    active = 0
+    max_active = 0
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls.lock:
+            cls.active = cls.max_active = 0
+
+    @classmethod
+    def enter(cls) -> None:
+        with cls.lock:
+            cls.active += 1
+            cls.max_active = max(cls.max_active, cls.active)
+
+    @classmethod
+    def leave(cls) -> None:
+        with cls.lock:
+            cls.active -= 1
 
 
 @dataclass(frozen=True)
@@ -39,7 +65,11 @@ class PeakLevel(Metric):
 
     def score_batch(self, inputs):
         if self.params.delay_s:
-            time.sleep(self.params.delay_s * len(inputs))
+            Concurrency.enter()
+            try:
+                time.sleep(self.params.delay_s * len(inputs))
+            finally:
+                Concurrency.leave()
         out = []
         for inp in inputs:
             x = inp.signal(None).astype(np.float64)
@@ -111,6 +141,29 @@ class Broken(Metric):
         if any("boom" in inp.item.id for inp in inputs):
             raise RuntimeError("kaboom in a batch")
         return [ItemScore({"toy_broken": 2.0 if "range" in inp.item.id else 0.5}) for inp in inputs]
+
+
+class Flaky(Metric):
+    """Duration in seconds, except where the test put a marker beside the audio file:
+    ``<file>.fail`` -> a ``metric_failed`` error (a transient failure the test can clear);
+    ``<file>.interrupt`` -> ``KeyboardInterrupt`` (Ctrl-C in the middle of a run)."""
+
+    spec = MetricSpec(
+        name="toy_flaky",
+        version="1",
+        outputs=(OutputSpec("toy_seconds", higher_is_better=None, valid_range=(0.0, None)),),
+    )
+
+    def score_item(self, inp):
+        from pathlib import Path
+
+        from speechqe.errors import MetricComputationError
+
+        if Path(inp.item.path + ".interrupt").exists():
+            raise KeyboardInterrupt
+        if Path(inp.item.path + ".fail").exists():
+            raise MetricComputationError("transient failure (marker file)")
+        return ItemScore({"toy_seconds": inp.audio.duration})
 
 
 class AssetDuration(Metric):

@@ -83,5 +83,39 @@ def test_sheet_csv_with_per_rating_rows(tmp_path):
     it = sset["s1"]
     assert it.mos == 3.0 and dict(it.listener_scores) == {"L1": 4.0, "L2": 2.0}
     assert it.get("domain") == "mytest"
-    with pytest.raises(ConfigError, match="format"):
-        DataSpec(format="xlsx", path="x")
+    from speechqe.config import validate
+
+    with pytest.raises(ConfigError, match="format: Input should be"):
+        validate(DataSpec, {"format": "xlsx", "path": "x"}, "cfg")
+
+
+def test_sheet_speaker_and_text_columns_group_the_folds(tmp_path):
+    """Issue 16: the ``speaker`` column of a SHEET CSV fills ``item.speaker`` (it used to land
+    in ``extra``, so ``group_by: speaker`` silently made every item its own group)."""
+    write_tone(tmp_path / "a.wav", seconds=0.2)
+    (tmp_path / "t.csv").write_text(
+        "wav_path,system_id,sample_id,avg_score,speaker,text\n"
+        "a.wav,A,a1,3,spk1,hello world\na.wav,B,b1,4,spk1,hello world\na.wav,A,a2,2,spk2,good night\n")
+    sset = load_data(DataSpec(format="sheet", path=str(tmp_path / "t.csv")))
+    assert [it.speaker for it in sset] == ["spk1", "spk1", "spk2"]
+    from speechqe.predictors.data import groups_of
+
+    assert groups_of(list(sset), "speaker") == ["spk1", "spk1", "spk2"]
+    assert groups_of(list(sset), "text") == ["hello world", "hello world", "good night"]
+
+
+def test_an_item_without_its_group_is_an_error_naming_how_many(tmp_path):
+    from speechqe.predictors.data import groups_of
+
+    write_tone(tmp_path / "a.wav", seconds=0.2)
+    (tmp_path / "t.csv").write_text(
+        "wav_path,system_id,sample_id,avg_score,speaker,sentence\n"
+        "a.wav,A,a1,3,spk1,s1\na.wav,B,b1,4,,s1\na.wav,A,a2,2,,\n")
+    items = list(load_data(DataSpec(format="sheet", path=str(tmp_path / "t.csv"))))
+    with pytest.raises(ConfigError, match=r"group_by 'speaker': 2 of 3 items have no speaker \(e\.g\. b1, a2\)"):
+        groups_of(items, "speaker")
+    with pytest.raises(ConfigError, match="1 of 3 items have no sentence"):
+        groups_of(items, "sentence")
+    with pytest.raises(ConfigError, match="3 of 3 items have no text"):
+        groups_of(items, "text")
+    assert groups_of(items, "system") == ["A", "B", "A"]

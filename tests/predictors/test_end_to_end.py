@@ -71,7 +71,7 @@ def _config(root, *, full=True) -> dict:
         "folds": 3, "group_by": "clip", "device": "cpu", "cache": "cache",
         "weak": {"features": [{"name": "logmel", "encoder": {"kind": "logmel"}}],
                  "learners": learners if full else learners[:2]},
-        "stacking": {"stage2": [{"kind": "ridge"}, {"kind": "gp"}], "stage3_alpha": 1.0},
+        "stacking": {"stage2": [{"kind": "nnls"}, {"kind": "gp"}]},
     }
     if full:
         cfg["strong"] = [{
@@ -101,7 +101,7 @@ def test_every_learner_trains_and_the_bundle_round_trips(tiny_data, tmp_path):
     cfg = load_config(tiny_data / "full.yaml")
     trained = train_bundle(cfg, tmp_path / "bundle", base=tiny_data)
     meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
-    assert meta["format"] == "speechqe-mos-bundle" and meta["version"] == 1
+    assert meta["format"] == "speechqe-mos-bundle" and meta["version"] == 2
     assert meta["training_data"]["n_items"] == 36 and len(meta["training_data"]["content_hash"]) == 64
     cols = meta["columns"]
     assert cols[:3] == ["strong", "whisper-frozen", "whisper-finetune"] and len(cols) == 3 + 3 * 6  # strong, 2 whisper, 3 feature sets x 6 learners
@@ -109,7 +109,7 @@ def test_every_learner_trains_and_the_bundle_round_trips(tiny_data, tmp_path):
     assert not list((tmp_path).glob(".bundle.work"))  # checkpoints removed once written
     # nothing in the bundle needs unpickling
     suffixes = {p.suffix for p in (tmp_path / "bundle").rglob("*") if p.is_file()}
-    assert suffixes <= {".json", ".pt", ".npz", ".txt"}
+    assert suffixes <= {".json", ".pt", ".skops", ".txt"}
 
     sset = from_sheet_csv(tiny_data / "train.csv")
     before, _ = predict_set(trained, sset)
@@ -148,12 +148,19 @@ def test_cli_train_and_predict(tiny_data, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["train", "--config", str(tiny_data / "small.yaml"), "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
-    assert "logmel-svr" in res.output and "out-of-fold" in res.output
+    out = " ".join(res.output.split())
+    assert "logmel-svr" in out and "out of fold" in out
+    assert "ENSEMBLE (nested)" in out and "nested estimate (3 outer grouped folds)" in out
     res = runner.invoke(app, ["predict", "--bundle", str(tmp_path / "b"), str(tiny_data / "train.csv"),
                               "--out", str(tmp_path / "p.csv")])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert len(rows) == 36 and all(r["status"] == "ok" for r in rows)
+    # predicting a SHEET CSV keeps its sample_ids, so its predictions evaluate against it
+    assert [r["sample_id"] for r in rows] == [it.id for it in from_sheet_csv(tiny_data / "train.csv")]
+    res = runner.invoke(app, ["evaluate", str(tiny_data / "train.csv"), "-p", str(tmp_path / "p.csv"),
+                              "--bootstrap", "0"])
+    assert res.exit_code == 0 and "without a prediction" not in res.output, res.output
     res = runner.invoke(app, ["evaluate", str(tiny_data / "train.csv"), "--bundle", str(tmp_path / "b"),
                               "--component", "all", "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
@@ -163,4 +170,34 @@ def test_cli_train_and_predict(tiny_data, tmp_path):
     bad["weak"]["learnerz"] = []
     (tiny_data / "bad.yaml").write_text(yaml.safe_dump(bad))
     res = runner.invoke(app, ["train", "--config", str(tiny_data / "bad.yaml"), "--out", str(tmp_path / "c")])
-    assert res.exit_code == 2 and "learnerz" in res.output
+    assert res.exit_code == 2 and "weak: unknown key 'learnerz'" in " ".join(res.output.split())
+
+
+def test_bundle_files_are_checked_on_load(tiny_data, tmp_path):
+    """A bundle whose files changed, or of another format version, is refused with a message."""
+    import shutil
+
+    from speechqe.errors import ConfigError
+
+    (tiny_data / "tiny.yaml").write_text(yaml.safe_dump(_config(tiny_data, full=False)))
+    train_bundle(load_config(tiny_data / "tiny.yaml"), tmp_path / "b", base=tiny_data)
+    MOSBundle.load(tmp_path / "b")
+    for case in ("changed", "extra", "old", "new"):
+        b = tmp_path / case
+        shutil.copytree(tmp_path / "b", b)
+        meta = json.loads((b / "bundle.json").read_text())
+        if case == "changed":
+            f = next((b / "weak" / "logmel").glob("*.skops"))
+            data = f.read_bytes()
+            f.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+            with pytest.raises(ConfigError, match=r"do not match its checksums: weak/logmel/.*\.skops has changed"):
+                MOSBundle.load(b)
+        elif case == "extra":
+            (b / "stacking" / "stage2_evil.skops").write_bytes(b"x")
+            with pytest.raises(ConfigError, match="stage2_evil.skops is not part of the bundle"):
+                MOSBundle.load(b)
+        else:
+            meta["version"] = 1 if case == "old" else 3
+            (b / "bundle.json").write_text(json.dumps(meta))
+            with pytest.raises(ConfigError, match="Retrain it" if case == "old" else "Upgrade speechqe"):
+                MOSBundle.load(b)

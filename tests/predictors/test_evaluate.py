@@ -98,3 +98,29 @@ def test_degenerate_inputs():
     assert s["MSE"] == pytest.approx(2.5) and np.isnan(s["SRCC"])
     with pytest.raises(ValueError):
         evaluate([1.0, np.nan], [1.0, 2.0], ["a", "b"])
+
+
+def test_ids_that_do_not_match_are_an_error_showing_both_forms(tmp_path):
+    """Issue 16: predictions written with folder ids (``snr00/LJ001-0008``) against a CSV of
+    ``snr00-LJ001-0008`` used to give an all-NaN table and exit 0."""
+    write_tone(tmp_path / "a.wav", seconds=0.2)
+    ids = [f"snr{k:02d}-LJ001-000{k}" for k in range(4)]
+    (tmp_path / "t.csv").write_text("wav_path,system_id,sample_id,avg_score\n"
+                                    + "".join(f"a.wav,S{k},{i},{k + 1}\n" for k, i in enumerate(ids)))
+    (tmp_path / "p.csv").write_text("sample_id,prediction\n"
+                                    + "".join(f"{i.replace('-', '/', 1)},{k}\n" for k, i in enumerate(ids)))
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "t.csv"), "-p", str(tmp_path / "p.csv"),
+                                   "--bootstrap", "0"])
+    assert res.exit_code != 0, res.output
+    out = " ".join(res.output.split())
+    assert "only 0 of 4 labelled items have a prediction" in out
+    assert "snr00-LJ001-0000" in out and "snr00/LJ001-0000" in out
+    assert "4 of them match once '/'" in out
+    # a partial file above the stated share still evaluates, counting the missing ones
+    (tmp_path / "p2.csv").write_text("sample_id,prediction\n" + "".join(f"{i},{k}\n" for k, i in enumerate(ids[:3])))
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "t.csv"), "-p", str(tmp_path / "p2.csv"),
+                                   "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "t.csv"), "-p", str(tmp_path / "p2.csv"),
+                                   "--bootstrap", "0", "--min-match", "0.9"])
+    assert res.exit_code != 0 and "at least 90% must match" in " ".join(res.output.split())

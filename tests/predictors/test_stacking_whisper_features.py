@@ -26,26 +26,70 @@ def test_folds_never_split_a_group():
         make_folds(["a", "b"], 3)
 
 
-def test_stack_combines_columns_and_round_trips(tmp_path):
-    rng = np.random.default_rng(0)
-    y = rng.uniform(1, 5, 120)
-    good = y + rng.normal(0, 0.3, 120)
-    other = y + rng.normal(0, 0.6, 120)
-    noise = rng.uniform(1, 5, 120)
-    Z = np.column_stack([good, other, noise])
-    folds = make_folds([f"g{i % 12}" for i in range(120)], 4)
-    cfg = StackingConfig(stage2=(LearnerSpec("ridge"), LearnerSpec("gp")))
-    stack = fit_stack(Z, y, ["good", "other", "noise"], folds, cfg)
-    pred = stack.predict(Z)
-    assert np.corrcoef(pred, y)[0, 1] > np.corrcoef(good, y)[0, 1] - 0.01
-    assert stack.stage2_oof.shape == (120, 2)
+def _columns(seed=0, n=120):
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(1, 5, n)
+    good = y + rng.normal(0, 0.3, n)
+    other = 0.5 * y + 1.5 + rng.normal(0, 0.4, n)  # shrunk scale, still informative
+    noise = rng.uniform(1, 5, n)
+    anti = 6 - y + rng.normal(0, 0.5, n)
+    const = np.full(n, 3.0)
+    return y, np.column_stack([good, other, noise, anti, const])
+
+
+def test_stack_never_falls_below_its_best_member_and_round_trips(tmp_path):
+    y, Z = _columns()
+    cols = ["good", "other", "noise", "anti", "const"]
+    folds = make_folds([f"g{i % 12}" for i in range(len(y))], 4)
+    stack = fit_stack(Z, y, cols, folds, StackingConfig(stage2=(LearnerSpec(kind="nnls"),)),
+                      score_range=(1.0, 5.0))
+    # pruning: negative and undefined correlations never enter
+    assert stack.members["anti"]["status"] == "pruned" and "correlation" in stack.members["anti"]["reason"]
+    assert stack.members["const"]["status"] == "degenerate"
+    assert stack.best == "good" and "anti" not in stack.used and "const" not in stack.used
+    assert sum(stack.weights.values()) == pytest.approx(1.0) and min(stack.weights.values()) > 0
+    assert all(0 <= v <= 1 for v in stack.convex.values()) and sum(stack.convex.values()) == pytest.approx(1.0)
+    # out of fold, every kept candidate beats predicting the mean
+    for name, c in stack.candidates.items():
+        if c["status"] == "kept":
+            assert c["mse"] < np.var(y), name
+    # on fresh data from the same process, the ensemble is not worse than the best member
+    y2, Z2 = _columns(seed=1)
+    pred = stack.predict(Z2)
+    assert pred.min() >= 1.0 and pred.max() <= 5.0
+    from scipy.stats import spearmanr
+
+    assert spearmanr(pred, y2)[0] >= spearmanr(Z2[:, 0], y2)[0] - 0.01
     from speechqe.predictors.stacking import Stack
 
-    meta = stack.save(tmp_path)
+    meta = stack.save(tmp_path, Z[:4])
     again = Stack.load(tmp_path, meta)
-    np.testing.assert_allclose(again.predict(Z), pred, rtol=1e-10)
-    oof = out_of_fold(lambda tr, te: np.full(len(te), float(np.mean(y[tr]))), 120, folds)
+    np.testing.assert_array_equal(again.predict(Z2), pred)
+    oof = out_of_fold(lambda tr, te: np.full(len(te), float(np.mean(y[tr]))), len(y), folds)
     assert np.isfinite(oof).all()
+
+
+def test_nothing_to_stack_is_an_error():
+    y, Z = _columns()
+    folds = make_folds([f"g{i % 12}" for i in range(len(y))], 4)
+    with pytest.raises(ConfigError, match="nothing to stack"):
+        fit_stack(Z[:, 3:], y, ["anti", "const"], folds)
+
+
+def test_convex_weights_solve_the_constrained_least_squares():
+    from speechqe.predictors.stacking import convex_weights
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    C = np.column_stack([y + rng.normal(0, 0.5, 200), y + rng.normal(0, 1.0, 200), -y])
+    w = convex_weights(C, y)
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    # the same optimum by another method: NNLS with a heavily weighted sum-to-one row
+    from scipy.optimize import nnls
+
+    ref = nnls(np.vstack([C, 1e3 * np.ones(3)]), np.concatenate([y, [1e3]]))[0]
+    np.testing.assert_allclose(w, ref, atol=1e-3)
+    assert w[0] > w[1] > w[2]  # the less noisy column weighs most
 
 
 def test_whisper_head_ignores_padding():
@@ -58,18 +102,27 @@ def test_whisper_head_ignores_padding():
     batched = predict_whisper_mos(model, feats, counts, batch_size=4)
     single = [predict_whisper_mos(model, [f], [c])[0] for f, c in zip(feats, counts)]
     np.testing.assert_allclose(batched, single, atol=1e-5)
-    with pytest.raises(ConfigError):
-        WhisperHeadConfig(layers=(-1, -2), finetune_blocks=1)
+    from speechqe.config import validate
+
+    with pytest.raises(ConfigError, match="fine-tuning the top blocks"):
+        validate(WhisperHeadConfig, {"layers": [-1, -2], "finetune_blocks": 1}, "head")
 
 
 def test_pooling_and_feature_specs():
+    from speechqe.config import validate
+
     frames = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
     v = pool(frames, ("mean", "std"))
     assert v.shape == (12,) and v[0] == pytest.approx(4.5) and v[3] == pytest.approx(np.std([0, 3, 6, 9]))
-    with pytest.raises(ConfigError):
-        FeatureSetSpec(name="x", source="encoder")
-    with pytest.raises(ConfigError):
-        FeatureSetSpec(name="x", source="dnsmos", pooling=("median",))
+    v = pool(frames, ("p10", "p90", "dmean", "dstd", "median"))
+    assert v.shape == (30,)
+    assert v[0] == pytest.approx(np.percentile([0, 3, 6, 9], 10)) and v[6] == pytest.approx(3.0) and v[9] == 0
+    with pytest.raises(ConfigError, match="needs 'encoder'"):
+        validate(FeatureSetSpec, {"name": "x", "source": "encoder"}, "fs")
+    with pytest.raises(ConfigError, match="pooling.0: Input should be"):
+        validate(FeatureSetSpec, {"name": "x", "source": "dnsmos", "pooling": ["mode"]}, "fs")
+    with pytest.raises(ConfigError, match="layer_mode each needs an encoder"):
+        validate(FeatureSetSpec, {"name": "x", "source": "signal", "layer_mode": "each"}, "fs")
 
 
 @pytest.mark.slow

@@ -45,9 +45,12 @@ class Page:
 
         self.page.on("dialog", on_dialog)
 
-    def open(self, url: str) -> None:
+    def open(self, url: str, charts: bool = True) -> None:
+        """Load ``url``; with ``charts``, wait until the page's script has drawn them (a page
+        without charts or audio has no script)."""
         self.page.goto(url)
-        self.page.wait_for_selector("body[data-charts-ready]", timeout=60_000)
+        if charts:
+            self.page.wait_for_selector("body[data-charts-ready]", timeout=60_000)
 
     def problems(self) -> list:
         bad = [m for m in self.console if m[0] in ("error", "pageerror", "warning")]
@@ -144,6 +147,75 @@ def test_dashboard_pages_render(browser, runs):
             a.load(); })""")
         assert ok == pytest.approx(0.3, abs=0.01)
         assert pg.problems() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Opens every details element, then reports what would show an injection at work.
+_AUDIT_JS = """() => {
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    const handlers = [];
+    for (const el of document.querySelectorAll('*'))
+        for (const a of el.attributes) if (a.name.startsWith('on')) handlers.push(el.tagName + ' ' + a.name);
+    return {handlers, pwned: window.__pwned === undefined ? null : window.__pwned,
+            foreign: document.querySelectorAll('img, iframe, object, embed, form, base, link').length,
+            scripts: [...document.scripts].map(s => s.type || (s.nonce ? 'nonce' : 'NO NONCE'))};
+}"""
+
+
+def _audit(pg: Page, fields) -> str:
+    from .hostile import payload
+
+    found = pg.page.evaluate(_AUDIT_JS)
+    assert found["handlers"] == [] and found["pwned"] is None and found["foreign"] == 0, found
+    assert set(found["scripts"]) <= {"nonce", "application/json", "application/octet-stream"}, found
+    text = pg.page.inner_text("body")
+    assert [f for f in fields if payload(f) not in text] == []
+    assert pg.problems() == []
+    return text
+
+
+@pytest.mark.slow
+def test_hostile_store_pages_show_text_and_run_nothing(browser, runs):
+    """A store whose every field is hostile markup (tests/report/hostile.py): its report and
+    each dashboard page show every field as typed, and nothing runs (no dialog, no handler,
+    no flag set, no element that came from data)."""
+    from urllib.parse import quote
+
+    from speechqe.engine.report import write_report
+    from speechqe.engine.report.server import Dashboard, make_server
+    from speechqe.store import Store
+
+    from .hostile import REPORT_FIELDS, build, payload
+
+    tmp = runs[0] / "hostile"
+    h = build(tmp)
+    with Store(h.db, read_only=True) as st:
+        path, _ = write_report(st, h.run_b, tmp / "report.html")
+    pg = Page(browser)
+    pg.open(path.as_uri())
+    _audit(pg, REPORT_FIELDS)
+    ticks = pg.page.eval_on_selector_all("[id^=dist-] .xtick text", "els => els.map(e => e.textContent)")
+    assert payload("system") in ticks  # Plotly draws the label as text too
+    pg.page.screenshot(path=str(tmp / "report.png"), full_page=True)
+
+    server = make_server(Dashboard(h.db), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        pages = {  # url: fields shown, whether it has charts
+            f"/?name={quote(payload('run_name'), safe='')}": (
+                ("run_name", "suite", "code_version", "run_id", "system"), True),
+            f"/run/{quote(h.odd_id, safe='')}": (REPORT_FIELDS + ("run_id",), True),
+            f"/run/{quote(h.failed, safe='')}": (("run_error",), False),
+            f"/compare?a={h.run_a}&b={h.run_b}": (("system", "stored_metric"), False),
+        }
+        for url, (fields, charts) in pages.items():
+            pg = Page(browser)
+            pg.open(base + url, charts=charts)
+            _audit(pg, fields)
+        pg.page.screenshot(path=str(tmp / "compare.png"), full_page=True)
     finally:
         server.shutdown()
         server.server_close()

@@ -4,6 +4,8 @@ from_hparams folder."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import corpus
@@ -55,8 +57,10 @@ def test_same_speaker_scores_higher_and_eer_is_low(librispeech, capsys):
         print(f"\n[resemblyzer GE2E] librispeech-test-other-spk: {r.n_target} same-speaker and "
               f"{r.n_nontarget} different-speaker trials; mean similarity same {same:.3f}, "
               f"different {diff:.3f}; EER {r.eer:.2%} (threshold {r.threshold:.3f})")
-    assert same > diff
-    assert r.eer < 0.15
+    # measured: same 0.868, different 0.525, EER 0.44% (2 of 450 target trials); Resemblyzer is
+    # deterministic on CPU, so 2% (about 9 misses) only allows for other CPUs' float kernels
+    assert same > diff + 0.25
+    assert r.eer < 0.02
     # the metric gives exactly the cosine of these embeddings
     m = plugins.create("speaker_sim")
     res = m.score_batch([_inp(audio[0], ref=audio[1], item_id="a"),
@@ -115,8 +119,32 @@ def test_contract_and_model_id():
     assert spec.output("speaker_sim").higher_is_better and spec.output("speaker_sim").valid_range == (-1.0, 1.0)
     mid = plugins.create("speaker_sim").model_id()
     assert "resemblyzer-ge2e@" in mid and mid != plugins.create("speaker_sim", {"vad_trim": False}).model_id()
-    with pytest.raises(ConfigError, match="unknown speaker encoder"):
+    with pytest.raises(ConfigError, match=re.escape(
+            "metric 'speaker_sim': backend: Input should be 'resemblyzer' or 'speechbrain-ecapa' "
+            "(got 'xvector')")):
         plugins.create("speaker_sim", {"backend": "xvector"})
+
+
+def test_encoder_config_is_typed_and_shares_its_defaults_with_the_metric():
+    """EncoderConfig and the speaker_sim parameters share one set of defaults
+    (SpeakerEncoderOptions); bad values and unknown keys name the key and the value."""
+    from speechqe.config import validate
+    from speechqe.speaker.encoders import SpeakerEncoderOptions
+
+    p = plugins.create("speaker_sim", {"vad_trim": "false", "allow_low_sample_rate": "1"}).params
+    assert p.vad_trim is False and p.allow_low_sample_rate is True
+    assert p.encoder_config("cuda") == EncoderConfig(vad_trim=False, device="cuda")
+    assert {k: v.default for k, v in SpeakerEncoderOptions.model_fields.items()} == {
+        k: getattr(EncoderConfig(), k) for k in SpeakerEncoderOptions.model_fields}
+    cfg = EncoderConfig(backend="speechbrain-ecapa", model="/m", device="cuda")
+    assert validate(EncoderConfig, cfg.model_dump()) == cfg  # round trip
+    with pytest.raises(ConfigError, match=re.escape("EncoderConfig: device: Input should be 'cpu' or 'cuda' (got 'tpu')")):
+        EncoderConfig(device="tpu")
+    with pytest.raises(ConfigError, match=re.escape("spk.yaml: unknown key 'vad' (known: backend, model, vad_trim, device)")):
+        validate(EncoderConfig, {"vad": True}, "spk.yaml")
+    with pytest.raises(ConfigError, match=re.escape("--param speaker_sim.vad_trim: Input should be a valid boolean")):
+        plugins.create("speaker_sim", {"vad_trim": "perhaps"},
+                       labels={"vad_trim": "--param speaker_sim.vad_trim"})
 
 
 def test_ecapa_loads_a_local_from_hparams_folder_in_place(tmp_path):

@@ -1,6 +1,9 @@
 """Reports: a self-contained HTML report per run, and the history dashboard.
 
-:func:`write_report` is what ``speechqe report``, the evaluation flow and ``make demo`` call.
+``data`` gathers what a report shows from the store, ``render`` turns it into pages with the
+Jinja2 templates of ``templates/`` (autoescaped), ``server`` serves the dashboard, and
+``worddiff`` aligns transcripts. :func:`write_report` is what ``speechqe report``, the
+evaluation flow and ``make demo`` call.
 """
 
 from __future__ import annotations

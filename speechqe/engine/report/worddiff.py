@@ -1,15 +1,14 @@
 """Word differences between a reference transcript and an ASR hypothesis, for display.
 
 The alignment is jiwer's (the Levenshtein alignment its WER uses), so the marks agree with the
-edit counts of the WER metric when both are computed on the same normalised text. All text is
-HTML-escaped here: a transcript is data, never markup.
+edit counts of the WER metric when both are computed on the same normalised text. Nothing here
+produces markup: the spans are data, and the report's templates (autoescaped) draw them.
 """
 
 from __future__ import annotations
 
-import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _PUNCT = re.compile(r"[^\w\s']+", re.UNICODE)
 
@@ -54,27 +53,44 @@ def align_words(reference: str, hypothesis: str) -> list[WordOp]:
     return ops
 
 
-def diff_html(reference: str, hypothesis: str) -> tuple[str, str, dict[str, int]]:
-    """Two HTML fragments (reference line, hypothesis line) with the differences marked, and
-    the edit counts ``{substitutions, deletions, insertions, ref_words}``."""
-    esc = html.escape
-    ref_parts: list[str] = []
-    hyp_parts: list[str] = []
-    counts = {"substitutions": 0, "deletions": 0, "insertions": 0,
-              "ref_words": len(reference.split())}
+@dataclass(frozen=True)
+class Span:
+    """Words of one side of the alignment: ``kind`` as in :class:`WordOp`, ``text`` the words
+    joined by single spaces (plain text, never markup)."""
+
+    kind: str
+    text: str
+
+
+@dataclass
+class WordDiff:
+    """Both lines of a diff and its edit counts (words)."""
+
+    ref: list[Span] = field(default_factory=list)
+    hyp: list[Span] = field(default_factory=list)
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    ref_words: int = 0
+
+
+def diff_words(reference: str, hypothesis: str) -> WordDiff:
+    """The reference and hypothesis lines as spans (deleted words appear on the reference
+    line only, inserted words on the hypothesis line only) and the edit counts."""
+    d = WordDiff(ref_words=len(reference.split()))
     for op in align_words(reference, hypothesis):
-        r, h = esc(" ".join(op.ref)), esc(" ".join(op.hyp))
-        if op.kind == "equal":
-            ref_parts.append(r)
-            hyp_parts.append(h)
-        elif op.kind == "substitute":
-            ref_parts.append(f'<span class="w-sub" title="substituted">{r}</span>')
-            hyp_parts.append(f'<span class="w-sub" title="substitution">{h}</span>')
-            counts["substitutions"] += len(op.ref)
+        r, h = " ".join(op.ref), " ".join(op.hyp)
+        if op.kind in ("equal", "substitute"):
+            d.ref.append(Span(op.kind, r))
+            d.hyp.append(Span(op.kind, h))
+            if op.kind == "substitute":
+                d.substitutions += len(op.ref)
         elif op.kind == "delete":
-            ref_parts.append(f'<del class="w-del" title="deleted by the ASR">{r}</del>')
-            counts["deletions"] += len(op.ref)
+            d.ref.append(Span(op.kind, r))
+            d.deletions += len(op.ref)
         elif op.kind == "insert":
-            hyp_parts.append(f'<ins class="w-ins" title="inserted by the ASR">{h}</ins>')
-            counts["insertions"] += len(op.hyp)
-    return " ".join(ref_parts), " ".join(hyp_parts), counts
+            d.hyp.append(Span(op.kind, h))
+            d.insertions += len(op.hyp)
+        else:  # pragma: no cover - jiwer's alignment has only these four kinds
+            raise ValueError(f"unknown alignment kind {op.kind!r}")
+    return d
