@@ -33,6 +33,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--channels", type=int, default=128, help="hconv channels")
     ap.add_argument("--metrics", default="wer,cer,mcd,f0,speaker_sim,dnsmos")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--db", type=Path, default=None, help="results store (default OUT/sweep."
+                    "duckdb; a sweep's store reuses its scores of the same outputs)")
     a = ap.parse_args(argv)
 
     from speechqe.encoders import FeatureCache
@@ -55,12 +57,16 @@ def main(argv=None) -> dict:
             agg, info = fit_ctc_interface(fit, base, cfg, cache=FeatureCache(), log=print)
             save_aggregator(path, agg, agg_cfg, a.encoder, info)
             facts[kind] = info
+        else:
+            from speechqe.encoders.aggregate import load_aggregator
+
+            facts[kind] = load_aggregator(path)[2]["meta"]
         specs.append(f"aggregate:{path.resolve()}")
     (a.out / "interfaces.json").write_text(json.dumps(facts, indent=2))
     # single-layer baselines (their own settings), then the two interfaces, one table
     cfg = SweepConfig(encoders=[a.encoder, *specs], layers=[int(x) for x in a.layers.split(",")],
                       ks=[int(x) for x in a.k.split(",")], metrics=a.metrics.split(","))
-    summary = run_sweep(held, fit, cfg, a.out)
+    summary = run_sweep(held, fit, cfg, a.out, a.db)
     print(table_markdown(summary["rows"]))
     print(json.dumps(facts, indent=2))
     return summary
