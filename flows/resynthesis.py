@@ -64,10 +64,10 @@ def load_originals(source: str, transcripts: str | None):
 
 @task(name="check-output", cache_policy=NO_CACHE, persist_result=False, **_IO_RETRIES,
       task_run_name="check-{label}")
-def check_output(sset, codebook: str, vocoder: str, out_dir: str, opts, label: str
-                 ) -> dict[str, Any] | None:
+def check_output(sset, codebook: str, vocoder: str, out_dir: str, opts, label: str,
+                 fit_set=None) -> dict[str, Any] | None:
     """The pair's recorded output when it is what resynthesis would write again, else None."""
-    info = _resynth().finished_output(out_dir, sset, codebook, vocoder, opts)
+    info = _resynth().finished_output(out_dir, sset, codebook, vocoder, opts, fit_set)
     return None if info is None else _pair_info(info["system"], len(sset), info["errors"])
 
 
@@ -77,10 +77,13 @@ def _pair_info(system: str, n_items: int, errors) -> dict[str, Any]:
 
 @task(name="resynthesize", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="resynthesize-{label}")
-def resynthesize(sset, codebook: str, vocoder: str, out_dir: str, opts, label: str) -> dict[str, Any]:
-    """Encode, vocode and write one pair's outputs; returns its system and error count."""
+def resynthesize(sset, codebook: str, vocoder: str, out_dir: str, opts, label: str,
+                 fit_set=None) -> dict[str, Any]:
+    """Encode, vocode (fitting a ``world``/``knn`` vocoder on ``fit_set`` first) and write one
+    pair's outputs; returns its system and error count."""
     lib = _resynth()
-    cb, src, voc = lib.load_pair(codebook, vocoder, device=opts.device)
+    cb, src, voc = lib.load_pair(codebook, vocoder, device=opts.device, fit_set=fit_set,
+                                 opts=opts, save_dir=out_dir)
     res = lib.resynthesize(sset, src, cb, voc, out_dir, opts)
     return _pair_info(res.system, len(res.speech_set), res.errors)
 
@@ -141,6 +144,10 @@ def resynthesis_eval(
     report: bool = True,
     gpu_slots: int | None = None,
     params: dict[str, dict[str, Any]] | None = None,
+    fit: str | None = None,
+    f0: str = "source",
+    knn_k: int = 4,
+    knn_inputs: str = "continuous",
 ) -> dict[str, Any]:
     """Resynthesise a speech set with each codebook/vocoder pair, score the outputs against
     the originals, and compare the pairs: bitrate beside quality.
@@ -148,7 +155,8 @@ def resynthesis_eval(
     Args:
         source: the originals (folder, ``.jsonl`` or SHEET ``.csv``).
         codebooks, vocoders: the pairs, in order (unit codebook ``.npz``; unit HiFi-GAN
-            checkpoint file or folder).
+            checkpoint file or folder, a WORLD unit vocoder ``.safetensors``, or ``world`` /
+            ``knn``, training-free vocoders fitted on ``fit``).
         out: pair ``k`` writes to ``out/pair<k>/`` (waveforms, manifest, units, bitrate);
             ``out/resynthesis.jsonl`` lists every pair's outputs, ``out/comparison.json`` is
             the table.
@@ -160,6 +168,8 @@ def resynthesis_eval(
         device: ``auto``, ``cpu`` or ``cuda`` for the encoders, the vocoders and scoring.
         dedup, predict_durations, batch_size: :class:`~speechqe.vocoders.resynth.ResynthOptions`.
         chunk_size, retry_errors, report, gpu_slots, params: as ``evaluate-speech-set``.
+        fit: the speech set ``world`` is fitted on, or ``knn``'s target matching set.
+        f0, knn_k, knn_inputs: :class:`~speechqe.vocoders.resynth.ResynthOptions`.
 
     Returns:
         ``{"run_id", "store", "pairs": [{"system", "out", "status": "resynthesized" |
@@ -170,7 +180,7 @@ def resynthesis_eval(
     from speechqe.engine import runner
 
     # Everything that can be checked without reading audio is checked before any work.
-    pairs = lib.check_pairs(codebooks, vocoders)
+    pairs = lib.check_pairs(codebooks, vocoders, fit)
     if not str(out).strip():
         raise ConfigError("out: give a folder for the outputs")
     out_dir = Path(out)
@@ -191,9 +201,11 @@ def resynthesis_eval(
     resolved = resolve_device(device)
     opts = lib.ResynthOptions(dedup=dedup or predict_durations,
                               durations="predict" if predict_durations else "keep",
-                              batch_size=batch_size, device=resolved)
+                              batch_size=batch_size, device=resolved, f0=f0, knn_k=knn_k,
+                              knn_inputs=knn_inputs)
 
     sset = load_originals(source, transcripts)
+    fit_set = load_originals(fit, None) if fit else None
     vocoder = resynthesize
     if resolved != "cpu":
         slots = ensure_gpu_limit(gpu_slots)
@@ -202,12 +214,14 @@ def resynthesis_eval(
     outputs, done = [], []
     for k, (cb, voc) in enumerate(pairs):
         pair_out, label = str(lib.pair_dir(out_dir, k)), f"pair{k}"
-        info = check_output(quote(sset), str(cb), str(voc), pair_out, opts, label)
+        info = check_output(quote(sset), str(cb), str(voc), pair_out, opts, label,
+                            quote(fit_set))
         if info is not None:
             log.info("%s: %s already holds this pair's outputs", label, pair_out)
             done.append({"out": pair_out, "status": "reused", **info})
         else:
-            info = vocoder(quote(sset), str(cb), str(voc), pair_out, opts, label)
+            info = vocoder(quote(sset), str(cb), str(voc), pair_out, opts, label,
+                           quote(fit_set))
             done.append({"out": pair_out, "status": "resynthesized", **info})
         outputs.append(pair_out)
 

@@ -1,7 +1,8 @@
 """Features for the tokenizer, from the shared encoder layer (:mod:`speechqe.encoders`).
 
 An encoder is named by a spec string (``'whisper-ct2'``, ``'whisper-ct2:whisper-tiny.en-ct2'``,
-``'ssl:/path/hubert.pt'``, ``'logmel'``) or an encoder-spec dict, and a layer (``None``: the
+``'ssl:/path/hubert.pt'``, ``'logmel'``, ``'whisper-tiny.en'``, a fitted layer interface
+``'aggregate:/path/interface.safetensors'``) or an encoder-spec dict, and a layer (``None``: the
 last hidden state). Each item is decoded once, resampled once to the encoder's rate, encoded
 once and stored in the content-keyed feature cache, so k-means epochs after the first and the
 later ``units encode`` read features from disk instead of running the encoder again.
@@ -96,6 +97,19 @@ class FeatureSource:
         return gen
 
 
+def load_any_encoder(encoder: str | dict, *, device: str = "cpu") -> Any:
+    """:func:`speechqe.encoders.load_encoder`, plus ``'aggregate:<file>'``: a fitted layer
+    interface over all of an encoder's hidden states
+    (:func:`speechqe.encoders.aggregate.load_aggregated_encoder`)."""
+    if isinstance(encoder, str) and encoder.startswith("aggregate:"):
+        from speechqe.encoders.aggregate import load_aggregated_encoder
+
+        return load_aggregated_encoder(encoder.split(":", 1)[1], device=device)
+    from speechqe.encoders import load_encoder
+
+    return load_encoder(encoder, device=device)
+
+
 def load_feature_source(encoder: str | dict, layer: int | None = None, *, device: str = "cpu",
                         cache_dir: str | None = None, use_cache: bool = True) -> FeatureSource:
     """Build a :class:`FeatureSource` from an encoder spec.
@@ -105,10 +119,10 @@ def load_feature_source(encoder: str | dict, layer: int | None = None, *, device
         MissingDependencyError: the encoder's extra is not installed.
     """
     try:
-        from speechqe.encoders import FeatureCache, load_encoder
+        from speechqe.encoders import FeatureCache
     except ImportError as exc:  # pragma: no cover - the encoder layer ships with speechqe
         raise ConfigError(f"the shared encoder layer is unavailable: {exc}") from exc
-    enc = load_encoder(encoder, device=device)
+    enc = load_any_encoder(encoder, device=device)
     src = FeatureSource(enc, layer, FeatureCache(cache_dir, enabled=use_cache), spec=encoder)
     src.resolved_layer  # validates the layer now, not after minutes of work
     return src

@@ -124,15 +124,78 @@ def units_encode(
         Path(str(out) + ".bitrate.json").write_text(json.dumps(br.to_dict(), indent=2))
 
 
+def _csv(text: str, cast=str) -> list:
+    try:
+        return [cast(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"not a comma-separated list of {cast.__name__}: {text!r}") from None
+
+
+@units_app.command("sweep")
+def units_sweep(
+    speech_set: Path = typer.Argument(..., help="held-out originals (folder, .jsonl or .csv)"),
+    fit: Path = typer.Option(..., "--fit", help="speech set the codebooks and the vocoder's "
+                             "statistics are fitted on"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (one sub-folder per "
+                             "setting; sweep.json, sweep.csv, sweep.md)"),
+    encoders: str = typer.Option("whisper-tiny.en,whisper-ct2,logmel", "--encoders",
+                                 help="comma-separated encoder specs (ssl:<checkpoint> too)"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="comma-separated hidden states "
+                                         "for encoders with several (default: the last)"),
+    ks: str = typer.Option("50,100,200,500,1000", "--k", help="comma-separated codebook sizes"),
+    vocoder: str = typer.Option("world", "--vocoder", help="training-free vocoder: world"),
+    f0: str = typer.Option("source", "--f0", help="source or units"),
+    text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts of the held-out "
+                                        "set (for WER/CER)"),
+    metrics: Optional[str] = typer.Option(None, help="comma-separated (default: wer, cer, "
+                                          "mcd, f0, speaker_sim, dnsmos)"),
+    epochs: int = typer.Option(10, help="k-means passes"),
+    no_originals: bool = typer.Option(False, "--no-originals", help="leave out the originals' "
+                                      "row"),
+    db: Optional[Path] = typer.Option(None, help="results store (default: OUT/sweep.duckdb)"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Fit, encode, resynthesise held-out items and score every tokenizer setting (encoder x
+    layer x K) with a training-free vocoder: one rate-quality table."""
+    try:
+        from speechqe.config import validate
+        from speechqe.engine.sweep import SweepConfig, run_sweep, table_markdown
+
+        data = {"encoders": _csv(encoders), "ks": _csv(ks, int), "vocoder": vocoder, "f0": f0,
+                "epochs": epochs, "originals": not no_originals, "device": device}
+        if layers:
+            data["layers"] = _csv(layers, int)
+        if metrics:
+            data["metrics"] = _csv(metrics)
+        cfg = validate(SweepConfig, data, "units sweep")
+        summary = run_sweep(_load_set(speech_set, text), _load_set(fit, None), cfg, out, db,
+                            log=lambda m: console.print(m, highlight=False))
+    except SpeechQEError as exc:
+        fail(exc)
+    console.print(table_markdown(summary["rows"]), highlight=False)
+    console.print(f"run {summary['run_id']}: {summary['settings']} settings -> {out}/sweep.md",
+                  highlight=False)
+
+
 @app.command("resynth")
 def resynth(
     speech_set: Path = typer.Argument(..., help="the originals (folder, .jsonl or .csv)"),
     codebook: List[Path] = typer.Option(..., "--codebook", "-c",
                                         help="one per pair (repeat, aligned with --vocoder)"),
-    vocoder: List[Path] = typer.Option(..., "--vocoder", "-v",
-                                       help="unit HiFi-GAN checkpoint file or folder"),
+    vocoder: List[str] = typer.Option(..., "--vocoder", "-v",
+                                      help="unit HiFi-GAN checkpoint file or folder, a WORLD "
+                                      "unit vocoder (.safetensors), or 'world' / 'knn' "
+                                      "(training-free, fitted on --fit)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     text: Optional[Path] = typer.Option(None, help="id<TAB>text transcripts (for WER/CER)"),
+    fit: Optional[Path] = typer.Option(None, "--fit", help="speech set that 'world' is fitted "
+                                       "on (unit statistics), or the target speaker's matching "
+                                       "set for 'knn'"),
+    f0: str = typer.Option("source", "--f0", help="world: F0 from the 'source', predicted "
+                           "from the 'units', or a folder of contours <id>.npy|.txt|.csv"),
+    knn_k: int = typer.Option(4, "--knn-k", help="knn: neighbours averaged per frame"),
+    knn_inputs: str = typer.Option("continuous", "--knn-inputs",
+                                   help="knn: 'continuous' features or the codebook 'units'"),
     metrics: Optional[str] = typer.Option(None, help="comma-separated metrics (default: the "
                                           "registered ones among wer, cer, mcd, f0, "
                                           "speaker_sim, dnsmos, distillmos)"),
@@ -152,9 +215,16 @@ def resynth(
                               "docs/orchestration.md)"),
 ) -> None:
     """Speech set -> units -> waveform -> scores against the originals, one row per
-    tokenizer/vocoder pair with its bitrate."""
+    tokenizer/vocoder pair with its bitrate. With '--vocoder knn --fit TARGET' the items are
+    converted to the target's voice, and the row adds speaker similarity to the target (the
+    --fit set's mean embedding) vs to the source (each item's original)."""
     try:
-        from speechqe.engine.resynthesis import choose_metrics, comparison_table, score_outputs
+        from speechqe.engine.resynthesis import (
+            choose_metrics,
+            comparison_table,
+            conversion_similarity,
+            score_outputs,
+        )
         from speechqe.vocoders.resynth import (
             COMPARISON_NAME,
             STORE_NAME,
@@ -167,26 +237,31 @@ def resynth(
 
         if len(codebook) != len(vocoder):
             raise ConfigError("give one --codebook per --vocoder (pairs in order)")
-        check_pairs(codebook, vocoder)
+        check_pairs(codebook, vocoder, fit)
         names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+        opts = ResynthOptions(dedup=dedup or predict_durations,
+                              durations="predict" if predict_durations else "keep",
+                              batch_size=batch_size, device=device, f0=f0, knn_k=knn_k,
+                              knn_inputs=knn_inputs)
         if flow:
             if no_score or workers != 1:
                 raise ConfigError("--flow always scores, on the flow's task runner: drop "
                                   "--no-score and --workers")
             result, rows = _resynth_flow(speech_set, codebook, vocoder, out, text, names, dedup,
-                                         predict_durations, db, device, batch_size)
+                                         predict_durations, db, device, batch_size, fit, opts)
         else:
             sset = _load_set(speech_set, text)
-            outs = []
+            fit_set = _load_set(fit, None) if fit is not None else None
+            outs, conversions = [], {}
             for k, (cb_path, voc_path) in enumerate(zip(codebook, vocoder)):
-                cb, src, voc = load_pair(cb_path, voc_path, device=device)
-                opts = ResynthOptions(dedup=dedup or predict_durations,
-                                      durations="predict" if predict_durations else "keep",
-                                      batch_size=batch_size, device=device)
+                cb, src, voc = load_pair(cb_path, voc_path, device=device, fit_set=fit_set,
+                                         opts=opts, save_dir=pair_dir(out, k))
                 res = resynthesize(sset, src, cb, voc, pair_dir(out, k), opts)
                 console.print(f"{res.system}: {len(res.speech_set) - len(res.errors)} written, "
                               f"{len(res.errors)} errors -> {res.out_dir}", highlight=False)
                 outs.append(res.out_dir)
+                if str(voc_path) == "knn" and not no_score:
+                    conversions[res.system] = conversion_similarity(res.speech_set, fit_set)
             if no_score:
                 return
             names, missing = choose_metrics(names)
@@ -196,6 +271,12 @@ def resynth(
             result = score_outputs(outs, names, db or out / STORE_NAME, device=device,
                               workers=workers)
             rows = comparison_table(result)
+            for r in rows:  # kNN-VC: speaker similarity to the target (--fit) vs the source
+                if r["system"] in conversions:
+                    c = conversions[r["system"]]
+                    r.update(sim_to_target=c["mean_sim_target"],
+                             sim_to_source=c["mean_sim_source"],
+                             target_closer=c["target_closer"])
             (out / COMPARISON_NAME).write_text(json.dumps(rows, indent=2))
     except SpeechQEError as exc:
         fail(exc)
@@ -204,13 +285,13 @@ def resynth(
     for c in cols:
         t.add_column(c, justify="right" if c != "system" else "left")
     for r in rows:
-        t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, ""))
-                    for c in cols])
+        t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else
+                    "–" if c in r and r[c] is None else str(r.get(c, "")) for c in cols])
     console.print(t)
 
 
 def _resynth_flow(speech_set, codebook, vocoder, out, text, metrics, dedup, predict_durations,
-                  db, device, batch_size):
+                  db, device, batch_size, fit, opts):
     """Run the resynthesis-eval flow (it writes comparison.json); print each pair's status."""
     from speechqe.cli.flows import load_flows
 
@@ -219,6 +300,7 @@ def _resynth_flow(speech_set, codebook, vocoder, out, text, metrics, dedup, pred
         vocoders=[str(v) for v in vocoder], out=str(out), store=str(db) if db else None,
         metrics=metrics, transcripts=str(text) if text else None, device=device, dedup=dedup,
         predict_durations=predict_durations, batch_size=batch_size,
+        fit=str(fit) if fit else None, f0=opts.f0, knn_k=opts.knn_k, knn_inputs=opts.knn_inputs,
     )
     for p in summary["pairs"]:
         console.print(f"{p['system']}: {p['status']}, {p['n_items'] - p['n_errors']} written, "

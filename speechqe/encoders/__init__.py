@@ -91,11 +91,24 @@ def _thaw(v: Any) -> Any:
     return v
 
 
+def parse_spec(text: str) -> EncoderSpec:
+    """``'kind:source'`` -> :class:`EncoderSpec`; a bare name of
+    :data:`speechqe.encoders.whisper.PACKAGED_CONVERSIONS` (``'whisper-tiny.en'``) is the
+    openai-whisper encoder built from packaged weights."""
+    from .whisper import PACKAGED_CONVERSIONS
+
+    kind, _, source = text.partition(":")
+    if not source and kind in PACKAGED_CONVERSIONS:
+        kind, source = "whisper", kind
+    return EncoderSpec.from_dict({"kind": kind, "source": source}, f"encoder '{text}'")
+
+
 def load_encoder(spec: EncoderSpec | dict[str, Any] | str, *, device: str = "cpu") -> Encoder:
-    """Build the encoder a spec describes (``'kind:source'`` strings are accepted)."""
+    """Build the encoder a spec describes (``'kind:source'`` strings are accepted, and the
+    shorthand ``'whisper-tiny.en'`` for ``'whisper:whisper-tiny.en'``: the openai-whisper
+    model converted from the packaged weights, every block available)."""
     if isinstance(spec, str):
-        kind, _, source = spec.partition(":")
-        spec = EncoderSpec.from_dict({"kind": kind, "source": source}, f"encoder '{spec}'")
+        spec = parse_spec(spec)
     elif isinstance(spec, Mapping):
         spec = EncoderSpec.from_dict(spec)
     if spec.kind == "ssl":
@@ -155,5 +168,5 @@ def encode_cached(
 
 __all__ = [
     "Encoder", "EncoderSpec", "FeatureCache", "array_sha256", "encode_cached", "feature_key",
-    "load_encoder",
+    "load_encoder", "parse_spec",
 ]

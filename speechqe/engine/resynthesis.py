@@ -73,8 +73,10 @@ def comparison_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per system: bitrates beside the mean of every metric (``n_errors`` kept)."""
     rows: dict[str, dict[str, Any]] = {}
     for system, br in result["bitrates"].items():
-        rows[system] = {"system": system, "nominal_bps": br["nominal_bps"],
-                        "empirical_bps": br["empirical_bps"], "dedup_bps": br["dedup_bps"]}
+        # continuous-feature systems (kNN-VC) send no units: no bitrate (None, never 0)
+        rows[system] = {"system": system,
+                        **{k: (br or {}).get(k) for k in ("nominal_bps", "empirical_bps",
+                                                          "dedup_bps")}}
     for a in result["aggregates"]:
         if a["system"] == "ALL" or a["system"] not in rows:
             continue
@@ -92,7 +94,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], title: str = "Resynth
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "NaN" if math.isnan(v) else f"{v:.3f}"
-        return "" if v is None else str(v).replace("|", "\\|").replace("_", "\\_")
+        return "–" if v is None else str(v).replace("|", "\\|").replace("_", "\\_")
 
     head = [c.replace("_", "\\_") for c in cols]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |",
@@ -115,3 +117,68 @@ def choose_metrics(metrics: Sequence[str] | None) -> tuple[list[str], list[str]]
     if not names:
         raise ConfigError("no resynthesis metric is registered; pass --metrics")
     return names, missing
+
+
+def conversion_similarity(outputs: Any, target: Any, *,
+                          source_refs: Mapping[str, Any] | None = None,
+                          speaker_encoder: Any = None) -> dict[str, Any]:
+    """Speaker similarity of voice-converted outputs to the target vs to the source.
+
+    Args:
+        outputs: the converted items (a :class:`~speechqe.manifest.SpeechSet` written by
+            resynthesis; each item's reference is its source original).
+        target: the target speaker's reference utterances (a speech set): their mean
+            embedding (re-normalised) is the target.
+        source_refs: per output item id, a speech set of the source speaker's reference
+            utterances (their mean embedding); default: the item's own original.
+        speaker_encoder: a :class:`speechqe.speaker.EncoderConfig` (default Resemblyzer).
+
+    Returns:
+        ``{"items": [{"id", "sim_target", "sim_source"}], "mean_sim_target",
+        "mean_sim_source", "target_closer": fraction of items more similar to the target,
+        "n", "n_errors", "errors": {id: reason}, "encoder": model id}``. Items that cannot be
+        read are listed in ``errors`` and left out of the means, never counted as 0.
+    """
+    import numpy as np
+
+    from speechqe.audio import LoadedAudio
+    from speechqe.errors import ItemError
+    from speechqe.speaker import EncoderConfig, load_encoder
+
+    enc = load_encoder(speaker_encoder or EncoderConfig())
+
+    def emb(path: str) -> Any:
+        return enc.embed(LoadedAudio.from_file(path).at(enc.sample_rate))
+
+    def centroid(sset: Any) -> Any:
+        e = np.stack([emb(it.path) for it in sset if it.ok])
+        m = e.mean(0)
+        return m / np.linalg.norm(m)
+
+    tgt = centroid(target)
+    src_cache: dict[int, Any] = {}
+    items, errors = [], {}
+    for it in outputs:
+        try:
+            if not it.ok:
+                raise ItemError(it.error or "not written")
+            e = emb(it.path)
+            if source_refs is not None:
+                refs = source_refs[it.id]
+                if id(refs) not in src_cache:
+                    src_cache[id(refs)] = centroid(refs)
+                s = src_cache[id(refs)]
+            else:
+                s = emb(it.ref_path)
+        except ItemError as exc:
+            errors[it.id] = str(exc)
+            continue
+        items.append({"id": it.id, "sim_target": float(e @ tgt), "sim_source": float(e @ s)})
+    st = [i["sim_target"] for i in items]
+    ss = [i["sim_source"] for i in items]
+    return {"items": items, "n": len(items), "n_errors": len(errors), "errors": errors,
+            "mean_sim_target": float(np.mean(st)) if st else math.nan,
+            "mean_sim_source": float(np.mean(ss)) if ss else math.nan,
+            "target_closer": (float(np.mean([a > b for a, b in zip(st, ss)])) if st
+                              else math.nan),
+            "encoder": enc.model_id}

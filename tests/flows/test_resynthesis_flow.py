@@ -168,3 +168,25 @@ def test_resynth_command_runs_the_flow(tmp_path, prefect_api, toy_metrics, pairs
     assert res.exit_code == 0 and "reused" in res.output and "scored 0 items" in res.output
     res = CliRunner().invoke(app, args + ["--workers", "2"])
     assert res.exit_code == 2 and "--flow always scores" in res.output
+
+
+def test_flow_fits_the_world_vocoder_and_reuses_the_fit(tmp_path, prefect_api, toy_metrics, pairs):
+    """``vocoders=['world']`` with ``fit=``: fitted in the resynthesize task, saved beside the
+    outputs; a rerun with the same fit set reuses the pair, another F0 mode redoes it."""
+    from speechqe.flows.resynthesis import resynthesis_eval
+
+    out = tmp_path / "wout"
+    kw = dict(source=pairs["source"], codebooks=pairs["codebooks"][:1], vocoders=["world"],
+              fit=pairs["source"], transcripts=pairs["transcripts"], out=str(out),
+              metrics=METRICS, report=False)
+    first = resynthesis_eval(**kw)
+    (pair,) = first["pairs"]
+    assert pair["status"] == "resynthesized" and pair["system"].endswith("-k4-world")
+    assert (out / "pair0" / "world.safetensors").is_file() and first["n_scored_items"] == 4
+    again = resynthesis_eval(**kw)
+    assert again["pairs"][0]["status"] == "reused" and again["n_scored_items"] == 0
+    units = resynthesis_eval(**{**kw, "f0": "units"})
+    assert units["pairs"][0]["status"] == "resynthesized"
+    assert units["pairs"][0]["system"].endswith("-world-f0units")
+    with pytest.raises(Exception, match="--fit"):
+        resynthesis_eval(**{**kw, "fit": None})

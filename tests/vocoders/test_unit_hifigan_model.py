@@ -66,7 +66,7 @@ def test_speaker_vector_and_continuous_f0():
 
 
 def test_durations_expand_units_and_output_length():
-    m = _model(dur_predictor=DurationPredictorConfig(16, 16, 3, 0.0))
+    m = _model(dur_predictor=DurationPredictorConfig(encoder_embed_dim=16, var_pred_hidden_dim=16, var_pred_dropout=0.0))
     frames = np.array([3, 3, 3, 1, 1, 7, 7, 7, 7, 2])
     from speechqe.vocoders.units import deduplicate
 
@@ -90,7 +90,7 @@ def test_durations_expand_units_and_output_length():
 
 def test_duration_loss_trains_the_predictor():
     torch.manual_seed(0)
-    m = UnitHiFiGAN(tiny_generator(dur_predictor=DurationPredictorConfig(16, 16, 3, 0.0)))
+    m = UnitHiFiGAN(tiny_generator(dur_predictor=DurationPredictorConfig(encoder_embed_dim=16, var_pred_hidden_dim=16, var_pred_dropout=0.0)))
     # unit 1 always lasts 2 frames, unit 2 lasts 6, unit 3 lasts 4
     seq = torch.tensor([[1] * 2 + [2] * 6 + [3] * 4 + [1] * 2 + [2] * 6 + [3] * 4 + [1] * 2])
     opt = torch.optim.Adam(m.parameters(), 1e-2)
@@ -174,3 +174,29 @@ def test_vocoder_rejects_bad_units():
         voc.synthesize([np.array([], dtype=np.int64)])
     with pytest.raises(ConfigError, match="duration predictor"):
         voc.synthesize([np.array([1, 2])], predict_durations=True)
+
+
+def test_configs_are_typed_models_with_one_error_style(tmp_path):
+    from speechqe.vocoders.unit_hifigan.config import TrainConfig, VocoderConfig
+
+    with pytest.raises(ConfigError, match=r"GeneratorConfig: resblock: Input should be '1' "
+                                          r"or '2' \(got '3'\)"):
+        GeneratorConfig(resblock="3")
+    with pytest.raises(ConfigError, match="unknown key 'batch'"):
+        TrainConfig(batch=3)
+    cfg = VocoderConfig(train=TrainConfig(batch_size=4, amp="bf16"))
+    assert VocoderConfig.from_dict(cfg.to_dict()) == cfg  # through JSON-able lists
+    assert cfg.to_dict()["generator"]["upsample_rates"] == [5, 4, 4, 2, 2]
+    assert cfg.replace(train=cfg.train.replace(batch_size=8)).train.batch_size == 8
+    with pytest.raises(ConfigError, match="kernel"):
+        cfg.generator.replace(upsample_kernel_sizes=(10, 8, 8, 4, 4))
+    path = tmp_path / "voc.yaml"
+    path.write_text("generator:\n  num_embeddings: 200\ntrain:\n  batch_size: 2\n  amp: fp8\n"
+                    "mel:\n  n_mels: 80\n")
+    with pytest.raises(ConfigError) as e:
+        VocoderConfig.load(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "train.amp: Input should be" in msg
+    assert "mel: unknown key 'n_mels' (known: n_fft, hop_size" in msg
+    path.write_text("generator:\n  num_embeddings: 200\n")
+    assert VocoderConfig.load(path).generator.num_embeddings == 200

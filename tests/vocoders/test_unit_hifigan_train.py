@@ -76,8 +76,9 @@ def test_tiny_training_reduces_mel_loss(tmp_path):
 def test_resume_continues_from_the_same_step_with_identical_weights(tmp_path):
     utts = _synthetic_corpus(tmp_path / "wav")
     base = tiny_vocoder(steps_adv=0, checkpoint_every=3)
-    cfg = dataclasses.replace(base, generator=dataclasses.replace(
-        base.generator, dur_predictor=DurationPredictorConfig(16, 8, 3, 0.5)))
+    cfg = base.replace(generator=base.generator.replace(
+        dur_predictor=DurationPredictorConfig(encoder_embed_dim=16, var_pred_hidden_dim=8,
+                                              var_pred_kernel_size=3, var_pred_dropout=0.5)))
     ds = _dataset(utts, cfg)
     train(cfg, ds, tmp_path / "a", steps=6)
     train(cfg, ds, tmp_path / "b", steps=3)
@@ -134,8 +135,8 @@ def test_training_with_quantised_f0_and_speaker_ids(tmp_path):
     utts = [dataclasses.replace(u, f0=q.quantize(tracks[u.id]), speaker=i % 2)
             for i, u in enumerate(utts)]
     base = tiny_vocoder(steps_adv=0)
-    cfg = dataclasses.replace(base, generator=dataclasses.replace(
-        base.generator, f0=True, f0_quant_num_bin=4, multispkr=True, num_speakers=2))
+    cfg = base.replace(generator=base.generator.replace(
+        f0=True, f0_quant_num_bin=4, multispkr=True, num_speakers=2))
     res = train(cfg, _dataset(utts, cfg), tmp_path / "run", steps=3,
                 meta={"f0_quantizer": q.to_dict(), "speakers": ["a", "b"]})
     assert res.end_step == 3

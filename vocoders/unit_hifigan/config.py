@@ -1,51 +1,75 @@
 """Configuration of the unit HiFi-GAN: architecture, discriminators, mel loss, training.
 
-Frozen dataclasses whose defaults are the only defaults. :class:`GeneratorConfig` maps one to
-one onto the JSON config of the public unit HiFi-GAN checkpoints (speech-resynthesis, Polyak et
-al. Interspeech 2021; textlesslib / fairseq ``CodeHiFiGANVocoder``): the same field names
-(``upsample_rates``, ``upsample_kernel_sizes``, ``upsample_initial_channel``, ``resblock``,
-``resblock_kernel_sizes``, ``resblock_dilation_sizes``, ``num_embeddings``, ``embedding_dim``,
-``model_in_dim``, ``f0``, ``f0_quant_num_bin``, ``multispkr``, ``num_speakers``,
-``embedder_params``, ``multistyle``, ``num_styles``, ``dur_predictor_params``,
-``sampling_rate``), so :meth:`GeneratorConfig.from_public` / :meth:`to_public` round-trip the
-public files and our own checkpoints load in textlesslib.
+Models of the project's one typed configuration system (:mod:`speechqe.config`: pydantic v2
+:class:`~speechqe.config.StrictModel`, frozen, unknown keys are errors), whose field defaults
+are the only defaults. Every invalid value, whether a constructor argument, a key of a file
+(:meth:`VocoderConfig.load`) or a mapping (:meth:`VocoderConfig.from_dict`), raises
+:class:`~speechqe.errors.ConfigError` in the one message style ``source: key.path: message``.
+
+:class:`GeneratorConfig` maps one to one onto the JSON config of the public unit HiFi-GAN
+checkpoints (speech-resynthesis, Polyak et al. Interspeech 2021; textlesslib / fairseq
+``CodeHiFiGANVocoder``): the same field names (``upsample_rates``, ``upsample_kernel_sizes``,
+``upsample_initial_channel``, ``resblock``, ``resblock_kernel_sizes``,
+``resblock_dilation_sizes``, ``num_embeddings``, ``embedding_dim``, ``model_in_dim``, ``f0``,
+``f0_quant_num_bin``, ``multispkr``, ``num_speakers``, ``embedder_params``, ``multistyle``,
+``num_styles``, ``dur_predictor_params``, ``sampling_rate``), so
+:meth:`GeneratorConfig.from_public` / :meth:`~GeneratorConfig.to_public` round-trip the public
+files and our own checkpoints load in textlesslib.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Literal, Mapping
 
+from pydantic import Field, ValidationError, model_validator
+
+from speechqe.config import StrictModel, describe_errors, read_mapping, validate
 from speechqe.errors import ConfigError
 
 
-def _tuple(x: Any) -> tuple:
-    return tuple(_tuple(v) if isinstance(v, (list, tuple)) else v for v in x)
+class _ConfigMeta(type(StrictModel)):  # type: ignore[misc]
+    """Direct construction (``GeneratorConfig(resblock="3")``) raises :class:`ConfigError`
+    like a bad file does, not pydantic's ``ValidationError``. Done on the metaclass, not in
+    ``__init__``: pydantic calls an overridden ``__init__`` for nested models too, which
+    would report a nested error without its key path."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc, cls, cls.__name__)) from None
 
 
-def check_keys(cls: type, d: Mapping[str, Any], where: str) -> None:
-    """Raise :class:`ConfigError` for keys of ``d`` that are not fields of ``cls``."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+class _Config(StrictModel, metaclass=_ConfigMeta):
+    """Base of the vocoder's configuration models (see the module docstring)."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "") -> Any:
+        """Validate a mapping (e.g. the ``"vocoder"`` entry of a checkpoint's metadata)."""
+        return validate(cls, dict(d), source or cls.__name__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (tuples as lists); :meth:`from_dict` reads it back equal."""
+        return self.model_dump(mode="json")
+
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with ``changes`` (``model_copy`` would skip validation)."""
+        return type(self).from_dict({**self.model_dump(), **changes})
 
 
-@dataclass(frozen=True)
-class DurationPredictorConfig:
+class DurationPredictorConfig(_Config):
     """The FastSpeech-style variance predictor that predicts ``log(1 + duration)`` of each
     deduplicated unit (Lee et al. 2022, "Direct speech-to-speech translation with discrete
     units"). Field names are those of the public ``dur_predictor_params``."""
 
-    encoder_embed_dim: int = 128
-    var_pred_hidden_dim: int = 128
-    var_pred_kernel_size: int = 3
-    var_pred_dropout: float = 0.5
+    encoder_embed_dim: int = Field(128, ge=1)
+    var_pred_hidden_dim: int = Field(128, ge=1)
+    var_pred_kernel_size: int = Field(3, ge=1)
+    var_pred_dropout: float = Field(0.5, ge=0.0, lt=1.0)
 
 
-@dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(_Config):
     """Architecture of the unit HiFi-GAN generator.
 
     Attributes:
@@ -71,52 +95,45 @@ class GeneratorConfig:
         sampling_rate: output rate in Hz.
     """
 
-    num_embeddings: int = 100
-    embedding_dim: int = 128
-    upsample_rates: tuple[int, ...] = (5, 4, 4, 2, 2)
+    num_embeddings: int = Field(100, ge=1)
+    embedding_dim: int = Field(128, ge=1)
+    upsample_rates: tuple[int, ...] = Field((5, 4, 4, 2, 2), min_length=1)
     upsample_kernel_sizes: tuple[int, ...] = (11, 8, 8, 4, 4)
-    upsample_initial_channel: int = 512
-    resblock: str = "1"
-    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    upsample_initial_channel: int = Field(512, ge=1)
+    resblock: Literal["1", "2"] = "1"
+    resblock_kernel_sizes: tuple[int, ...] = Field((3, 7, 11), min_length=1)
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     f0: bool = False
-    f0_quant_num_bin: int = 0
+    f0_quant_num_bin: int = Field(0, ge=0)
     multispkr: bool = False
-    num_speakers: int = 200
-    speaker_embedding_dim: int = 0
+    num_speakers: int = Field(200, ge=1)
+    speaker_embedding_dim: int = Field(0, ge=0)
     multistyle: bool = False
-    num_styles: int = 100
+    num_styles: int = Field(100, ge=1)
     dur_predictor: DurationPredictorConfig | None = None
-    sampling_rate: int = 16000
+    sampling_rate: int = Field(16000, ge=1)
 
-    def __post_init__(self) -> None:
-        for name in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes",
-                     "resblock_dilation_sizes"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
-        if isinstance(self.dur_predictor, Mapping):
-            check_keys(DurationPredictorConfig, self.dur_predictor, "dur_predictor")
-            object.__setattr__(self, "dur_predictor", DurationPredictorConfig(**self.dur_predictor))
+    @model_validator(mode="after")
+    def _consistent(self) -> "GeneratorConfig":
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
-            raise ConfigError("upsample_rates and upsample_kernel_sizes differ in length")
+            raise ValueError("upsample_rates and upsample_kernel_sizes differ in length")
         for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes):
             if k < u or (k - u) % 2:
-                raise ConfigError(
+                raise ValueError(
                     f"upsample kernel {k} with rate {u}: need k >= u and k - u even, so that "
                     "each stage multiplies the length exactly by its rate"
                 )
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
-            raise ConfigError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
-        if self.resblock not in ("1", "2"):
-            raise ConfigError(f"resblock must be '1' or '2' (got {self.resblock!r})")
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
         want = 3 if self.resblock == "1" else 2
         if any(len(d) != want for d in self.resblock_dilation_sizes):
-            raise ConfigError(f"resblock {self.resblock} needs {want} dilations per block")
+            raise ValueError(f"resblock {self.resblock} needs {want} dilations per block")
         if self.upsample_initial_channel % (2 ** len(self.upsample_rates)):
-            raise ConfigError("upsample_initial_channel must be divisible by 2**len(upsample_rates)")
-        if self.f0_quant_num_bin < 0 or self.num_embeddings < 1 or self.embedding_dim < 1:
-            raise ConfigError("num_embeddings, embedding_dim >= 1 and f0_quant_num_bin >= 0")
+            raise ValueError("upsample_initial_channel must be divisible by "
+                             "2**len(upsample_rates)")
         if self.dur_predictor and self.dur_predictor.encoder_embed_dim != self.embedding_dim:
-            raise ConfigError("dur_predictor.encoder_embed_dim must equal embedding_dim")
+            raise ValueError("dur_predictor.encoder_embed_dim must equal embedding_dim")
+        return self
 
     # --- derived ------------------------------------------------------------------------------
     @property
@@ -173,7 +190,7 @@ class GeneratorConfig:
             d["multistyle"] = True
             d["num_styles"] = self.num_styles
         if self.dur_predictor is not None:
-            d["dur_predictor_params"] = dataclasses.asdict(self.dur_predictor)
+            d["dur_predictor_params"] = self.dur_predictor.model_dump()
         return d
 
     @classmethod
@@ -250,57 +267,48 @@ class GeneratorConfig:
             )
         return out
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GeneratorConfig":
-        check_keys(cls, d, "generator config")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
-@dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(_Config):
     """Multi-period (HiFi-GAN) and multi-scale (MelGAN) discriminators.
 
     The defaults are HiFi-GAN's; narrower channel lists make the small models used in tests
     and CPU runs (each list keeps its length: it is the depth of the network).
     """
 
-    periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    periods: tuple[int, ...] = Field((2, 3, 5, 7, 11), min_length=1)
     mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024)
-    msd_scales: int = 3
+    msd_scales: int = Field(3, ge=1)
     msd_channels: tuple[int, ...] = (128, 128, 256, 512, 1024, 1024, 1024)
     msd_groups: tuple[int, ...] = (1, 4, 16, 16, 16, 16, 1)
 
-    def __post_init__(self) -> None:
-        for name in ("periods", "mpd_channels", "msd_channels", "msd_groups"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
+    @model_validator(mode="after")
+    def _consistent(self) -> "DiscriminatorConfig":
         if len(self.mpd_channels) != 5:
-            raise ConfigError("mpd_channels needs 5 widths (4 strided + 1 plain conv)")
+            raise ValueError("mpd_channels needs 5 widths (4 strided + 1 plain conv)")
         if len(self.msd_channels) != 7 or len(self.msd_groups) != 7:
-            raise ConfigError("msd_channels and msd_groups need 7 entries")
+            raise ValueError("msd_channels and msd_groups need 7 entries")
         for i, (c, g) in enumerate(zip(self.msd_channels, self.msd_groups)):
             cin = 1 if i == 0 else self.msd_channels[i - 1]
             if c % g or cin % g:
-                raise ConfigError(f"msd layer {i}: channels {cin}->{c} not divisible by groups {g}")
+                raise ValueError(f"msd layer {i}: channels {cin}->{c} not divisible by "
+                                 f"groups {g}")
+        return self
 
 
-@dataclass(frozen=True)
-class MelConfig:
+class MelConfig(_Config):
     """The log-mel spectrogram of the reconstruction loss (HiFi-GAN's: magnitude STFT,
     Slaney mel filters, natural log clamped at 1e-5, reflect padding, no centring)."""
 
-    n_fft: int = 1024
-    hop_size: int = 256
-    win_size: int = 1024
-    num_mels: int = 80
-    fmin: float = 0.0
+    n_fft: int = Field(1024, ge=1)
+    hop_size: int = Field(256, ge=1)
+    win_size: int = Field(1024, ge=1)
+    num_mels: int = Field(80, ge=1)
+    fmin: float = Field(0.0, ge=0.0)
     fmax: float | None = 8000.0
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Config):
     """Training hyper-parameters (HiFi-GAN's unless said otherwise).
 
     Attributes:
@@ -315,51 +323,40 @@ class TrainConfig:
         log_every, checkpoint_every: in steps.
     """
 
-    batch_size: int = 16
-    segment_size: int = 8960
-    learning_rate: float = 2e-4
-    adam_b1: float = 0.8
-    adam_b2: float = 0.99
-    lr_decay: float = 0.999
-    lr_decay_steps: int = 0
-    lambda_mel: float = 45.0
-    lambda_fm: float = 2.0
-    lambda_adv: float = 1.0
-    lambda_dur: float = 1.0
-    adv_start_step: int = 0
-    amp: str = "none"
-    workers: int = 0
+    batch_size: int = Field(16, ge=1)
+    segment_size: int = Field(8960, ge=1)
+    learning_rate: float = Field(2e-4, gt=0.0)
+    adam_b1: float = Field(0.8, ge=0.0, lt=1.0)
+    adam_b2: float = Field(0.99, ge=0.0, lt=1.0)
+    lr_decay: float = Field(0.999, gt=0.0, le=1.0)
+    lr_decay_steps: int = Field(0, ge=0)
+    lambda_mel: float = Field(45.0, ge=0.0)
+    lambda_fm: float = Field(2.0, ge=0.0)
+    lambda_adv: float = Field(1.0, ge=0.0)
+    lambda_dur: float = Field(1.0, ge=0.0)
+    adv_start_step: int = Field(0, ge=0)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    workers: int = Field(0, ge=0)
     seed: int = 1234
-    log_every: int = 10
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-
-    def __post_init__(self) -> None:
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"amp must be none, bf16 or fp16 (got {self.amp!r})")
-        if self.batch_size < 1 or self.segment_size < 1 or self.workers < 0:
-            raise ConfigError("batch_size, segment_size >= 1 and workers >= 0")
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
 
 
-@dataclass(frozen=True)
-class VocoderConfig:
-    """Everything that defines one unit HiFi-GAN training setup."""
+class VocoderConfig(_Config):
+    """Everything that defines one unit HiFi-GAN training setup (a YAML/JSON file with the
+    sections ``generator``, ``discriminator``, ``mel``, ``train``; each may be left out)."""
 
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    mel: MelConfig = field(default_factory=MelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    generator: GeneratorConfig = GeneratorConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    mel: MelConfig = MelConfig()
+    train: TrainConfig = TrainConfig()
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VocoderConfig":
-        check_keys(cls, d, "vocoder config")
-        parts = {}
-        for f, sub in (("generator", GeneratorConfig), ("discriminator", DiscriminatorConfig),
-                       ("mel", MelConfig), ("train", TrainConfig)):
-            if f in d:
-                check_keys(sub, d[f], f"vocoder config [{f}]")
-                parts[f] = sub(**d[f])
-        return cls(**parts)
+    def load(cls, path: str | Path) -> "VocoderConfig":
+        """Read a YAML or JSON vocoder config (:func:`speechqe.config.read_mapping`).
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        Raises:
+            ConfigError: ``path: key.path: message`` for each bad or unknown key.
+        """
+        return validate(cls, read_mapping(path, "vocoder config"), str(path))
