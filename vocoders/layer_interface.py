@@ -53,7 +53,6 @@ def hidden_states(speech_set: Any, encoder: Any, cache: Any = None
                   ) -> tuple[list[Any], list[np.ndarray], dict[str, str]]:
     """All hidden states ``(layers, frames, dim)`` of every readable item (through the feature
     cache): ``(items, states, errors)``."""
-    from speechqe.audio import LoadedAudio
     from speechqe.encoders import encode_cached
 
     items, states, errors = [], [], {}
@@ -61,7 +60,7 @@ def hidden_states(speech_set: Any, encoder: Any, cache: Any = None
         try:
             if not it.ok:
                 raise ItemError(it.error or "unreadable")
-            x = LoadedAudio.from_file(it.path).at(encoder.sample_rate)
+            x = it.load().at(encoder.sample_rate)  # a cut: its segment only
         except ItemError as exc:
             errors[it.id] = str(exc)
             continue

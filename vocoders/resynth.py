@@ -230,7 +230,7 @@ def vocode_units(speech_set: SpeechSet, records: Sequence[UnitRecord], codebook:
 
     by_id = {it.id: it for it in speech_set}
     if kind == "hifigan":
-        wavs = _synth_hifigan(records, vocoder, opts, errors)
+        wavs = _synth_hifigan(records, vocoder, opts, errors, by_id)
     elif kind == "world":
         wavs = _synth_world(records, vocoder, opts, errors, by_id)
     else:
@@ -297,8 +297,8 @@ def vocoder_id_of(vocoder: Any) -> str:
 
 
 def _synth_hifigan(records: Sequence[UnitRecord], vocoder: Any, opts: ResynthOptions,
-                   errors: dict[str, str]) -> dict[str, np.ndarray]:
-    from speechqe.audio import LoadedAudio
+                   errors: dict[str, str], by_id: Mapping[str, AudioItem]
+                   ) -> dict[str, np.ndarray]:
 
     from .f0 import F0Quantizer, extract_f0
 
@@ -331,7 +331,7 @@ def _synth_hifigan(records: Sequence[UnitRecord], vocoder: Any, opts: ResynthOpt
                                       "durations='keep'")
             f0 = None
             if cfg.f0:
-                x = LoadedAudio.from_file(r.path).at(cfg.sampling_rate)
+                x = by_id[r.id].load().at(cfg.sampling_rate)  # a cut: its segment only
                 hz = extract_f0(x, cfg.sampling_rate, cfg.frame_rate, n_frames)
                 f0 = quant.quantize(hz, r.speaker) if quant is not None else hz
         except ItemError as exc:  # the original cannot be read again for its F0

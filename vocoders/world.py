@@ -187,7 +187,6 @@ class WorldAnalyzer:
         Raises:
             ItemError: the item cannot be read or is too short.
         """
-        from speechqe.audio import LoadedAudio
         from speechqe.encoders import feature_key
 
         if not item.ok:
@@ -199,7 +198,7 @@ class WorldAnalyzer:
         if packed is not None:
             feats = WorldFeatures.unpack(packed, self.cfg.envelope_dims)
         else:
-            x = LoadedAudio.from_file(item.path).at(self.cfg.sample_rate)
+            x = item.load().at(self.cfg.sample_rate)  # a cut: its segment only
             feats = analyze(x, self.cfg)
             if self.cache is not None and key:
                 self.cache.put(key, feats.pack())

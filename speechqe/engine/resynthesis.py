@@ -147,11 +147,13 @@ def conversion_similarity(outputs: Any, target: Any, *,
 
     enc = load_encoder(speaker_encoder or EncoderConfig())
 
-    def emb(path: str) -> Any:
-        return enc.embed(LoadedAudio.from_file(path).at(enc.sample_rate))
+    def emb(item: Any) -> Any:
+        """An item (a cut: its segment only) or a file path (a reference)."""
+        audio = LoadedAudio.from_file(item) if isinstance(item, str) else item.load()
+        return enc.embed(audio.at(enc.sample_rate))
 
     def centroid(sset: Any) -> Any:
-        e = np.stack([emb(it.path) for it in sset if it.ok])
+        e = np.stack([emb(it) for it in sset if it.ok])
         m = e.mean(0)
         return m / np.linalg.norm(m)
 
@@ -162,7 +164,7 @@ def conversion_similarity(outputs: Any, target: Any, *,
         try:
             if not it.ok:
                 raise ItemError(it.error or "not written")
-            e = emb(it.path)
+            e = emb(it)
             if source_refs is not None:
                 refs = source_refs[it.id]
                 if id(refs) not in src_cache:
