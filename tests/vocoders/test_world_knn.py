@@ -309,3 +309,25 @@ def test_conversion_similarity_counts_items_closer_to_the_target(tmp_path, voice
     broken = SpeechSet((outs.items[0].replace(path=str(tmp_path / "gone.wav")),), name="x")
     res = conversion_similarity(broken, voice_sets["B"])
     assert res["n"] == 0 and res["n_errors"] == 1 and np.isnan(res["mean_sim_target"])
+
+
+def test_world_analysis_of_a_cut_reads_its_segment_only(tmp_path):
+    """Items that are segments of a longer recording (lhotse cuts, Kaldi segments, JSONL
+    offset/duration) are analysed over their segment, not the whole file."""
+    import json
+
+    from conftest import write_tone
+
+    from speechqe.manifest import from_jsonl
+    from speechqe.vocoders.world import WorldAnalysisConfig, WorldAnalyzer
+
+    write_tone(tmp_path / "long.wav", seconds=2.0, sr=16000, freq=150.0, seed=1)
+    lines = [{"path": "long.wav", "id": "a", "offset": 0.2, "duration": 0.5},
+             {"path": "long.wav", "id": "b", "offset": 1.0, "duration": 0.8}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    sset = from_jsonl(tmp_path / "m.jsonl")
+    cfg = WorldAnalysisConfig()
+    an = WorldAnalyzer(cfg)
+    frames = {it.id: an.features(it).f0.size for it in sset}
+    per_s = 1000.0 / cfg.frame_period_ms
+    assert abs(frames["a"] - 0.5 * per_s) <= 2 and abs(frames["b"] - 0.8 * per_s) <= 2, frames
