@@ -177,7 +177,6 @@ def resynthesis_eval(
     """
     log = get_run_logger()
     lib = _resynth()
-    from speechqe.engine import runner
 
     # Everything that can be checked without reading audio is checked before any work.
     pairs = lib.check_pairs(codebooks, vocoders, fit)

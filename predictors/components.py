@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from speechqe.encoders import EncoderSpec, FeatureCache, load_encoder
+from speechqe.encoders import FeatureCache, load_encoder
 from speechqe.errors import ConfigError, ItemError
 
 from .config import FeatureSetSpec, LearnerSpec, StrongSpec, WhisperSpec, plain, validate

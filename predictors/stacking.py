@@ -64,7 +64,7 @@ import numpy as np
 
 from speechqe.errors import ConfigError
 
-from .config import LearnerSpec, StackingConfig
+from .config import StackingConfig
 from .weak.learners import Learner
 
 Fold = tuple[np.ndarray, np.ndarray]

@@ -194,7 +194,6 @@ def test_run_steps_score_anywhere_and_equal_score(tmp_path, toy_metrics):
 
 def test_one_undefined_output_is_an_error_record_beside_the_others(tmp_path):
     """ItemScore.errors: one output fails with its reason, the others are stored."""
-    from dataclasses import dataclass  # noqa: F401
 
     from speechqe.errors import MetricComputationError
     from speechqe.metric import ItemScore, Metric, MetricSpec, OutputSpec
