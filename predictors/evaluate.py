@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from speechqe.errors import ConfigError
+from speechqe.stats import bootstrap_indices, percentile_ci
 
 METRICS = ("MSE", "LCC", "SRCC", "KTAU")
 
@@ -109,30 +110,24 @@ def evaluate(
     sysm = scores(st, sp)
     ev = Evaluation(utt, sysm, len(t), len(names), confidence=confidence)
     if bootstrap > 0 and len(t) > 1:
+        # the project's one resampling (speechqe.stats): true and predicted scores resampled
+        # together (paired), utterances then systems
         rng = np.random.default_rng(seed)
-        lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
-        boot_u = {m: [] for m in METRICS}
-        for _ in range(bootstrap):
-            idx = rng.integers(0, len(t), len(t))
-            for m, v in scores(t[idx], p[idx]).items():
-                boot_u[m].append(v)
-        ev.ci["utterance"] = {m: _interval(v, lo, hi) for m, v in boot_u.items()}
+        ev.ci["utterance"] = _intervals(t, p, bootstrap_indices(len(t), bootstrap, rng), confidence)
         if len(names) > 1:
-            boot_s = {m: [] for m in METRICS}
-            for _ in range(bootstrap):
-                idx = rng.integers(0, len(names), len(names))
-                for m, v in scores(st[idx], sp[idx]).items():
-                    boot_s[m].append(v)
-            ev.ci["system"] = {m: _interval(v, lo, hi) for m, v in boot_s.items()}
+            ev.ci["system"] = _intervals(st, sp, bootstrap_indices(len(names), bootstrap, rng),
+                                         confidence)
     return ev
 
 
-def _interval(values: list[float], lo: float, hi: float) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (float("nan"), float("nan"))
-    return (float(np.percentile(v, lo)), float(np.percentile(v, hi)))
+def _intervals(t: np.ndarray, p: np.ndarray, idx: np.ndarray, confidence: float
+               ) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of every metric over the resamples ``idx`` ``(n_boot, n)``."""
+    boot = {m: [] for m in METRICS}
+    for row in idx:
+        for m, v in scores(t[row], p[row]).items():
+            boot[m].append(v)
+    return {m: percentile_ci(np.asarray(v, dtype=np.float64), confidence) for m, v in boot.items()}
 
 
 def read_predictions(path) -> dict[str, float]:

@@ -18,9 +18,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-#: Bootstrap resamples and seed (fixed, so reports are reproducible).
-N_BOOTSTRAP = 1000
-SEED = 0
+from speechqe.stats import (  # noqa: F401  (the one bootstrap, re-exported for the engine)
+    N_BOOTSTRAP,
+    SEED,
+    bootstrap,
+    bootstrap_ci,
+    percentile_ci,
+    statistic,
+)
 
 
 @dataclass(frozen=True)
@@ -43,24 +48,6 @@ class Aggregate:
         }
 
 
-def statistic(values: np.ndarray, den: np.ndarray | None = None) -> np.ndarray | float:
-    """The aggregate over the last axis: the mean, or ``sum(values) / sum(den)`` (ratio)."""
-    if den is None:
-        return values.mean(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return values.sum(axis=-1) / den.sum(axis=-1)
-
-
-def percentile_ci(stats: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap statistics (non-finite ones dropped)."""
-    stats = stats[np.isfinite(stats)]
-    if stats.size == 0:
-        return (math.nan, math.nan)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return (float(lo), float(hi))
-
-
 def columns(rows: Sequence[Mapping[str, Any]], spec: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-item values of ok records, as the metric aggregates them: the values (``mean``), or
     numerators and denominators from ``extra`` (``ratio``)."""
@@ -70,76 +57,6 @@ def columns(rows: Sequence[Mapping[str, Any]], spec: Any) -> tuple[np.ndarray, n
         den = np.array([float(r["extra"][den_key]) for r in rows], dtype=np.float64)
         return num, den
     return np.array([float(r["value"]) for r in rows], dtype=np.float64), None
-
-
-def bootstrap(
-    a: np.ndarray,
-    den_a: np.ndarray | None = None,
-    b: np.ndarray | None = None,
-    den_b: np.ndarray | None = None,
-    *,
-    paired: bool = False,
-    n_boot: int = N_BOOTSTRAP,
-    seed: int = SEED,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """The one percentile bootstrap of speechqe: a statistic, or a change between two samples,
-    with its confidence interval.
-
-    The statistic is the mean, or ``sum(x) / sum(den)`` when denominators are given (corpus
-    WER). With ``b`` absent it is ``stat(a)``; with ``b`` it is ``stat(b) - stat(a)``, and
-    ``paired=True`` resamples the same item indices in both (``a`` and ``b`` aligned item by
-    item: a paired comparison of two runs on the same items), ``paired=False`` resamples each
-    sample on its own (independent samples).
-
-    Args:
-        a, b: ``(n,)`` values (numerators for ratios); den_a, den_b: ``(n,)`` denominators.
-        n_boot, seed, level: resamples, RNG seed (fixed: reports are reproducible), CI level.
-
-    Returns:
-        ``(statistic, ci_low, ci_high)``: NaNs for an empty sample; a one-item sample (or
-        one pair) gives a zero-width interval.
-    """
-    if b is None:
-        n = a.size
-        if n == 0:
-            return (math.nan, math.nan, math.nan)
-        v = float(statistic(a, den_a))
-        if n == 1:
-            return (v, v, v)
-        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-        return (v, *percentile_ci(statistic(a[idx], None if den_a is None else den_a[idx]), level))
-    if paired and a.size != b.size:
-        raise ValueError(f"paired samples differ in size ({a.size} vs {b.size})")
-    if a.size == 0 or b.size == 0:
-        return (math.nan, math.nan, math.nan)
-    delta = float(statistic(b, den_b) - statistic(a, den_a))
-    rng = np.random.default_rng(seed)
-    if paired:
-        n = a.size
-        if n == 1:
-            return (delta, delta, delta)
-        ia = ib = rng.integers(0, n, size=(n_boot, n))
-    else:
-        ia = rng.integers(0, a.size, size=(n_boot, a.size))
-        ib = rng.integers(0, b.size, size=(n_boot, b.size))
-    stats = statistic(b[ib], None if den_b is None else den_b[ib]) - statistic(
-        a[ia], None if den_a is None else den_a[ia]
-    )
-    return (delta, *percentile_ci(stats, level))
-
-
-def bootstrap_ci(
-    values: np.ndarray,
-    denominators: np.ndarray | None = None,
-    *,
-    n_boot: int = N_BOOTSTRAP,
-    seed: int = SEED,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (or, with ``denominators``, of
-    ``sum(values) / sum(denominators)``): :func:`bootstrap` of one sample."""
-    return bootstrap(values, denominators, n_boot=n_boot, seed=seed, level=level)[1:]
 
 
 def aggregate(
