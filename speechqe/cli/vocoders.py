@@ -153,7 +153,7 @@ def units_sweep(
     no_originals: bool = typer.Option(False, "--no-originals", help="leave out the originals' "
                                       "row"),
     db: Optional[Path] = typer.Option(None, help="results store (default: OUT/sweep.duckdb)"),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N: where encoders, k-means and vocoders run"),
 ) -> None:
     """Fit, encode, resynthesise held-out items and score every tokenizer setting (encoder x
     layer x K) with a training-free vocoder: one rate-quality table."""

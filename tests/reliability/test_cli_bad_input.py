@@ -107,7 +107,7 @@ CASES: list[tuple[str, list[str], int, str, str | None]] = [
     ("units-encode-binary-codebook", ["units", "encode", "{set}", "-c", "{binary_npz}", "-o", "{tmp}/u.jsonl"], 2, "not a speechqe codebook", None),
     # resynth
     ("resynth-missing-set", ["resynth", "{missing}", "-c", "{binary_npz}", "-v", "{binary_pt}", "-o", "{tmp}/rs"], 2, "", None),
-    ("resynth-binary-files", ["resynth", "{set}", "-c", "{binary_npz}", "-v", "{binary_pt}", "-o", "{tmp}/rs"], 2, "config.json", None),
+    ("resynth-binary-files", ["resynth", "{set}", "-c", "{binary_npz}", "-v", "{binary_pt}", "-o", "{tmp}/rs"], 2, "not a speechqe codebook", None),
     ("resynth-unpaired", ["resynth", "{set}", "-c", "{binary_npz}", "-c", "{binary_npz}", "-v", "{binary_pt}", "-o", "{tmp}/rs"], 2, "one --codebook per --vocoder", None),
     # compare, report, dashboard
     ("compare-missing-store", ["compare", "a", "b", "--db", "{missing}"], 2, "no results store", None),

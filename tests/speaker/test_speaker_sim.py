@@ -140,7 +140,7 @@ def test_encoder_config_is_typed_and_shares_its_defaults_with_the_metric():
     assert validate(EncoderConfig, cfg.model_dump()) == cfg  # round trip
     with pytest.raises(ConfigError, match=re.escape("EncoderConfig: device: Input should be 'cpu' or 'cuda' (got 'tpu')")):
         EncoderConfig(device="tpu")
-    with pytest.raises(ConfigError, match=re.escape("spk.yaml: unknown key 'vad' (known: backend, model, vad_trim, device)")):
+    with pytest.raises(ConfigError, match=re.escape("spk.yaml: unknown key 'vad' (known: backend, model, vad_trim, trust_code, device)")):
         validate(EncoderConfig, {"vad": True}, "spk.yaml")
     with pytest.raises(ConfigError, match=re.escape("--param speaker_sim.vad_trim: Input should be a valid boolean")):
         plugins.create("speaker_sim", {"vad_trim": "perhaps"},
