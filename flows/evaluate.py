@@ -182,7 +182,7 @@ _CONFIG_PARAMS = {
     "source", "suite", "metrics", "references", "transcripts", "store", "name", "system",
     "device", "chunk_size", "retry_errors", "skip_unchanged", "report", "report_dir",
     "baseline", "regression_relative", "regression_thresholds", "gpu_slots", "max_in_flight",
-    "params",
+    "params", "analysis_cache",
 }
 
 
@@ -264,6 +264,7 @@ def evaluate_speech_set(
     max_in_flight: int = 64,
     params: dict[str, dict[str, Any]] | None = None,
     fail_on_regression: bool = False,
+    analysis_cache: str | None = None,
 ) -> dict[str, Any]:
     """Score a speech set (folder, manifest or glob of manifests) into the results store,
     then write its HTML report and publish a summary.

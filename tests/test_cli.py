@@ -121,7 +121,7 @@ def test_sigkill_midway_then_rerun_resumes_exactly(tmp_path, toy_metrics):
     deadline = time.monotonic() + 120
     for line in proc.stderr:
         if line.startswith("scored "):
-            done = int(line.split()[1].split("/")[0])
+            done = int(line.split("(")[1].split()[0])  # "(N saved, ...": committed items
             if done >= 64:
                 break
         assert time.monotonic() < deadline, "run made no progress"
@@ -166,3 +166,44 @@ def test_bad_files_with_real_metrics_from_the_cli(tmp_path):
                 "silent": "silent", "nan": "non_finite", "notes": "unreadable"}
     for name, code in expected.items():
         assert {(r["status"], r["error_type"], r["value"]) for r in by[name]} == {("error", code, "")}, name
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_exits_130_says_how_to_resume_and_the_run_says_interrupted(tmp_path, toy_metrics, workers):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while scoring: the
+    command commits what was scored, stops its workers, says how to resume and exits 130; the
+    run is recorded ``interrupted`` and `summary` says so and shows only what it computed,
+    also after a later run has completed the set."""
+    import psutil
+
+    for k in range(24):
+        write_tone(tmp_path / "gen" / f"u{k:02d}.wav", seconds=0.2, seed=k)
+    db = tmp_path / "s.duckdb"
+    cmd = [sys.executable, "-m", "speechqe.cli.main", "score", str(tmp_path / "gen"), "--metrics",
+           "toy_level", "--param", "toy_level.delay_s=0.25", "--progress", "plain", "--db",
+           str(db), "--workers", workers, "--chunk-size", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 180
+    for line in proc.stderr:
+        if line.startswith("scored ") and int(line.split("(")[1].split()[0]) >= 4:
+            break
+        assert time.monotonic() < deadline, "no progress"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "rerun the same command to resume" in err
+    _gone, alive = psutil.wait_procs(children, timeout=15)  # workers, resource tracker
+    assert not [c for c in alive if c.status() != psutil.STATUS_ZOMBIE]
+    con = duckdb.connect(str(db), read_only=True)
+    run_id, status, n_records = con.execute("SELECT run_id, status, n_records FROM runs").fetchone()
+    con.close()
+    assert status == "interrupted" and 8 <= n_records < 48
+    first = runner.invoke(app, ["summary", run_id, "--db", str(db)])
+    assert "interrupted" in first.output and f"results for {n_records // 2} of 24 items" in first.output
+    assert runner.invoke(app, ["score", str(tmp_path / "gen"), "--metrics", "toy_level", "--param",
+                               "toy_level.delay_s=0.25", "--db", str(db), "--progress", "none",
+                               "--workers", "1"]).exit_code == 0
+    again = runner.invoke(app, ["summary", run_id, "--db", str(db)])
+    assert f"{n_records} records" in again.output and f"results for {n_records // 2} of" in again.output

@@ -48,7 +48,7 @@ def score(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics, e.g. pesq,stoi or mos_ensemble:BUNDLE (overrides --suite)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write long-format results to FILE.csv, .parquet or .jsonl."),
     db: Optional[Path] = typer.Option(None, "--db", help=f"Results store (DuckDB). Default: {DEFAULT_OUT_DIR}/speechqe.duckdb."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring in parallel."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes scoring in parallel. Default: one per CPU core when at least a minute of audio is to be scored, else 1."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     asset: Optional[List[str]] = typer.Option(None, "--asset", help="Use a local copy of a pretrained asset: NAME=PATH (repeatable)."),
@@ -57,17 +57,29 @@ def score(
     chunk_size: int = typer.Option(16, "--chunk-size", min=1, help="Items per committed chunk / metric batch."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Rescore items whose stored record is an error."),
     progress: str = typer.Option("auto", "--progress", help="auto, bar, plain or none."),
+    analysis_cache: Optional[str] = typer.Option(None, "--analysis-cache", help="Folder keeping reference analyses (WORLD features, speaker embeddings) for later runs, or 'off'. Default: analysis-cache/ beside the store."),
 ) -> None:
     """Score a speech set and store every result; print a system-by-metric summary."""
     try:
         _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset,
-               system, name, chunk_size, retry_errors, progress)
+               system, name, chunk_size, retry_errors, progress, analysis_cache)
     except SpeechQEError as exc:
         fail(exc)
 
 
+def interrupted(p) -> None:
+    """Ctrl-C: say what was kept and how to resume, and exit 130 (128 + SIGINT)."""
+    where = ""
+    if p is not None:
+        where = (f": {p.committed_items} of {p.total_items} items have their results saved"
+                 f"{f' (run {p.run_id})' if p.run_id else ''}")
+    err_console.print(f"[bold yellow]interrupted[/]{where}; rerun the same command to resume "
+                      "(saved results are not computed again)", highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
 def _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset, system,
-           name, chunk_size, retry_errors, progress) -> None:
+           name, chunk_size, retry_errors, progress, analysis_cache=None) -> None:
     from speechqe import manifest
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
@@ -87,6 +99,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         source=str(path), references=ref, transcripts=text, suite=suite, metrics=metrics,
         store=str(db_path), name=name, system=system, device=device, chunk_size=chunk_size,
         retry_errors=retry_errors, params=parse_params(param), report=False, baseline=None,
+        analysis_cache=analysis_cache,
     )
     resolve_device(device)  # a GPU that is not there stops the command before any hashing
     steps = Steps(workers)
@@ -102,8 +115,12 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         for mname, reason in plan.skipped:
             console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
 
-    with progress_reporter(progress) as report:
-        result = evaluate(cfg, steps, on_planned=planned, progress=report)
+    reporter = progress_reporter(progress)
+    try:
+        with reporter as report:
+            result = evaluate(cfg, steps, on_planned=planned, progress=report)
+    except KeyboardInterrupt:
+        interrupted(reporter.last)
     with Store(db_path, read_only=True) as store:
         records = store.results(result.run_id)
         if out is not None:
@@ -228,8 +245,18 @@ def summary(
         with Store(db, read_only=True) as store:
             r = store.run(run)
             records = store.results(r["run_id"])
+            n_done = len({x["item_id"] for x in records})
     except SpeechQEError as exc:
         fail(exc)
+    if r["status"] != "finished":
+        why = f" ({r['error']})" if r.get("error") else ""
+        if r["status"] == "running":
+            why = " (or its process was killed)"
+        err_console.print(
+            f"[bold yellow]run {r['run_id']} is {r['status']}[/]{why}: results for {n_done} of "
+            f"{r['n_items']} items; rerun the same command to complete them",
+            highlight=False, soft_wrap=True,
+        )
     print_summary(records, r["run_id"], db, reused=r["n_reused"] or 0)
 
 

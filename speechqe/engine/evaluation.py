@@ -72,6 +72,9 @@ class EvaluationConfig(StrictModel):
             the server's, or 1 when the limit does not exist yet).
         max_in_flight: scoring tasks submitted at a time (memory bound on the orchestrator).
         params: metric parameter overrides ``{metric: {name: value}}``.
+        analysis_cache: where analyses of references (WORLD features, speaker embeddings) are
+            kept for later runs: ``None``/``default`` (``analysis-cache/`` beside the store),
+            a folder, or ``off`` (this run only, in memory).
     """
 
     source: str
@@ -93,6 +96,7 @@ class EvaluationConfig(StrictModel):
     gpu_slots: int | None = Field(None, ge=1)
     max_in_flight: int = Field(64, ge=1)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analysis_cache: str | None = None
 
     @field_validator("source")
     @classmethod
@@ -352,7 +356,7 @@ def evaluate(
         speech_set: an already built set (default: :func:`load_set` of ``cfg``).
         on_planned: called with the set and the plan before any scoring (the command line
             prints what will be scored and what is skipped).
-        progress: called after every committed chunk.
+        progress: called whenever items finish, and every few seconds while none does.
         flow_run_id: recorded with the run (Prefect).
 
     Raises:
@@ -385,6 +389,7 @@ def evaluate(
                 chunk_size=cfg.chunk_size, retry_errors=cfg.retry_errors,
                 run_name=cfg.set_name, suite=suite_name, params=cfg.as_params(),
                 progress=progress, flow_run_id=flow_run_id, reuse_loaded=steps.reuse_loaded,
+                analysis_cache=cfg.analysis_cache,
             )
         except Exception as exc:
             if active is None:
