@@ -10,7 +10,10 @@ from pystoi's own path by up to ~2e-3 (STOI) and ~5e-3 (ESTOI) (see ``docs/metri
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+
+from speechqe.errors import MissingDependencyError
 
 from speechqe.metric import (
     ItemScore,
@@ -82,7 +85,11 @@ class Stoi(Metric):
         return f"{params_id(self.params)}/pystoi-{lib_version('pystoi')}"
 
     def setup(self) -> None:
-        import pystoi  # noqa: F401
+        # pystoi imports scipy.signal (a second or more): check here that it is installed and
+        # import it when the first item is scored, so that a run with nothing to score (a
+        # warm rerun) does not pay for it.
+        if importlib.util.find_spec("pystoi") is None:
+            raise MissingDependencyError("pystoi", "all", "STOI/ESTOI")
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
         if self.params.resample == "runner":

@@ -100,7 +100,7 @@ class MetricSpec:
             longer -> ``too_long`` error record. ``None``: any length, because the metric
             works window by window in bounded memory; it must then accept a streamed input
             (:class:`speechqe.streaming.StreamedAudio`, see :attr:`length_rule`).
-        length_rule: how the metric handles length, in words (shown by ``speechqe metrics``
+        length_rule: how the metric handles length, in words (``speechqe metrics --json``
             and in ``docs/metrics.md``), e.g. "9.01 s windows every 1 s, mean over windows".
         kind: ``'intrusive'``, ``'non-intrusive'``, ``'asr'``, ``'speaker'``, ``'mos-predictor'``.
         source: the library or paper it implements.
