@@ -419,7 +419,7 @@ def main() -> None:
     only = set(args.only.split(","))
     q = args.quick
     out = args.out / ("quick" if q else "full")
-    n_single, n_night = (6, 4) if q else (32, 32)
+    n_single, n_night = (10, 4) if q else (32, 32)  # 10 clips: 67 s, enough for the pool
     sizes = [20, 50, 100] if q else [50, 200, 1000]
     minutes = args.long_minutes or (10.5 if q else 120.0)
     res: dict = {"machine": machine(), "quick": q, "command": " ".join(sys.argv)}

@@ -361,3 +361,23 @@ def test_progress_comes_per_unit_and_commits_come_in_batches(tmp_path, toy_metri
     assert list(dict.fromkeys(d for d, _ in seen)) == list(range(8))  # the start, every item
     assert commits == [6, 6, 2]  # 3 items (2 records each) per commit, then the rest
     assert seen[-1] == (7, 7)
+
+
+def test_real_metrics_apply_their_declared_maxima(tmp_path):
+    """A 31 s pair: MCD and F0 (DTW, 30 s maximum) record too_long without decoding it,
+    SI-SDR (600 s) scores it; the short pair beside it gets everything."""
+    for name, seconds in (("long", 31.0), ("short", 1.0)):
+        x = write_tone(tmp_path / "r" / f"{name}.wav", seconds=seconds, freq=150, seed=1)
+        y = x + 0.05 * np.random.default_rng(2).standard_normal(x.size)
+        (tmp_path / "g").mkdir(exist_ok=True)
+        sf.write(tmp_path / "g" / f"{name}.wav", y.astype(np.float32), 16000)
+    sset = manifest.from_folder(tmp_path / "g").with_references(tmp_path / "r")
+    with Store(tmp_path / "s.duckdb") as st:
+        rows = st.results(runner.score(sset, runner.requests_from(
+            [("mcd", {}), ("f0", {}), ("si_sdr", {})]), st).run_id)
+    by = {(r["item_id"], r["metric"]): r for r in rows}
+    for out in ("mcd", "f0_rmse_cents", "f0_corr", "vuv_error", "f0_gpe"):
+        assert by[("long", out)]["error_type"] == "too_long", out
+        assert "30 s maximum" in by[("long", out)]["error"]
+        assert by[("short", out)]["status"] == "ok" or out == "f0_corr"
+    assert by[("long", "si_sdr")]["status"] == "ok" and by[("short", "si_sdr")]["status"] == "ok"

@@ -63,6 +63,7 @@ def evaluate(
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="Score on this Dask scheduler (tcp://host:8786)."),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Score on a temporary local Dask cluster of N worker processes."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the report flags a regression."),
+    analysis_cache: Optional[str] = typer.Option(None, "--analysis-cache", help="Folder keeping reference analyses for later runs, or 'off'. Default: analysis-cache/ beside the store."),
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
@@ -78,7 +79,7 @@ def evaluate(
             report=report, report_dir=str(report_dir) if report_dir else None,
             baseline=None if baseline == "none" else baseline, regression_relative=relative,
             regression_thresholds=_thresholds(threshold), params=parse_params(param),
-            gpu_slots=gpu_slots,
+            gpu_slots=gpu_slots, analysis_cache=analysis_cache,
         )
         EvaluationConfig.create(**parameters)  # fail fast, before Prefect starts
         flow = _flows().evaluate_with(dask_address, dask_workers)

@@ -83,7 +83,6 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
     from speechqe import manifest
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
-    from speechqe.engine.runner import return_freed_memory
     from speechqe.store import Store
 
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
@@ -103,7 +102,6 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         analysis_cache=analysis_cache,
     )
     resolve_device(device)  # a GPU that is not there stops the command before any hashing
-    return_freed_memory()  # this process scores too (alone, or while planning for a pool)
     steps = Steps(workers)
 
     def planned(sset, plan) -> None:

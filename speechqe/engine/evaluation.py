@@ -389,7 +389,7 @@ def evaluate(
                 chunk_size=cfg.chunk_size, retry_errors=cfg.retry_errors,
                 run_name=cfg.set_name, suite=suite_name, params=cfg.as_params(),
                 progress=progress, flow_run_id=flow_run_id, reuse_loaded=steps.reuse_loaded,
-                analysis_cache=cfg.analysis_cache,
+                analysis_cache=cfg.analysis_cache, on_pending=steps.prepare,
             )
         except Exception as exc:
             if active is None:
@@ -419,6 +419,7 @@ def evaluate(
                                          f"{g['metric']} {g['baseline']:.4g} -> {g['value']:.4g}")
         return out
     finally:
+        steps.close()
         st.close()
 
 

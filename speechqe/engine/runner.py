@@ -488,46 +488,29 @@ def score_work_with(
 
 
 # --- worker processes of the local pool -------------------------------------------------------
-def return_freed_memory() -> None:
-    """Make freed large arrays go back to the system in this process (glibc only).
-
-    glibc raises its mmap threshold each time a large block is freed, after which large
-    arrays (DTW matrices, spectrograms, model activations) come from the heap and stay in the
-    process when freed: a long-lived scoring process then holds the largest set of arrays it
-    ever needed. A fixed threshold of 256 KiB keeps every large array in its own mapping,
-    returned when freed (measured: a worker scoring DNSMOS stays at 0.28 GB instead of
-    0.52 GB; same numbers). Elsewhere than glibc this does nothing."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or "libc" not in name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 512 * 1024)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
-
-#: this worker's metric recipes, device and the metrics built so far (by index)
+#: this worker's metric recipes, device, the metrics built so far (by index) and the error that
+#: stopped its start, if any (raised with each unit of work instead of breaking the pool)
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(requests: Sequence[MetricRequest], device: str, threads: int) -> None:
+def _init_worker(requests: Sequence[MetricRequest], device: str, threads: int,
+                 needed: Sequence[int] = ()) -> None:
     """Worker start: the threads each library may use (the pool is sized to the cores),
-    Ctrl-C left to the parent (which stops the pool and records the run as interrupted), freed
-    memory returned to the system; metrics are built on first use (:func:`_worker_metrics`)."""
+    Ctrl-C left to the parent (which stops the pool and records the run as interrupted), and
+    the ``needed`` metrics of this worker's lane loaded
+    (others, if ever asked for, on first use: :func:`_worker_metrics`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # torch, ONNX Runtime and CTranslate2 read it when they load (none is imported here: a
     # worker that only runs signal metrics never pays for torch)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    return_freed_memory()
-    _WORKER.update(requests=list(requests), device=device, metrics=[None] * len(requests))
+    _WORKER.update(requests=list(requests), device=device, metrics=[None] * len(requests),
+                   error=None)
+    try:  # load now, while the parent is still planning; a failure is raised with the work
+        _worker_metrics(set(needed))
+    except Exception as exc:  # noqa: BLE001 - re-raised by _worker_chunk, not a dead pool
+        _WORKER["error"] = exc
 
 
 def _worker_metrics(needed: set[int]) -> list[Metric | None]:
@@ -542,8 +525,14 @@ def _worker_metrics(needed: set[int]) -> list[Metric | None]:
     return metrics
 
 
+def _started() -> None:
+    """A no-op submitted once per worker so that the pool spawns its processes at once."""
+
+
 def _worker_chunk(work: ChunkWork) -> ChunkResult:
     assert _WORKER, "worker not initialised"
+    if _WORKER.get("error") is not None:
+        raise _WORKER["error"]
     return score_work(work, _worker_metrics(work.needed))
 
 
@@ -760,6 +749,7 @@ def start_run(
     flow_run_id: str | None = None,
     reuse_loaded: bool = False,
     analysis_cache: str | Path | None = None,
+    on_pending: Callable[[list[AudioItem], list[MetricRequest] | None, str], None] | None = None,
 ) -> ActiveRun:
     """Plan a run and record it in ``store``: load every metric (a missing extra or asset
     stops here, before any work), compute the input keys, ask the store what is already
@@ -775,6 +765,9 @@ def start_run(
             shared with the chunks scored in this process, and leave them loaded afterwards.
         analysis_cache: where reference analyses are kept across runs (see
             :func:`resolve_analysis_cache`; default: ``analysis-cache/`` beside the store).
+        on_pending: called with the pending items, the requests and ``device`` once they are
+            known and before the metrics are loaded here (:meth:`Steps.prepare` starts the
+            worker pool then, so that the workers load theirs at the same time).
     """
     if chunk_size < 1:
         raise ConfigError("--chunk-size must be at least 1")
@@ -782,6 +775,7 @@ def start_run(
     close = True
     # Load every model before any work: a missing extra or asset stops the command here with
     # instructions, instead of leaving a run with a column missing.
+    used_assets: dict[str, Any] = {}
     if metrics and isinstance(metrics[0], MetricRequest):
         requests = list(metrics)  # type: ignore[arg-type]
         if reuse_loaded:
@@ -789,24 +783,28 @@ def start_run(
             close = False
         else:
             instances = build_metrics(requests, device)
-            used_assets = load_metrics(instances)
     else:
         instances = list(metrics)  # type: ignore[arg-type]
-        used_assets = load_metrics(instances)
     names = [m.spec.name for m in instances]
     if len(set(names)) != len(names):
         raise ConfigError(f"a metric is listed twice: {names}")
 
     items = list(speech_set)
-    keys = [[input_key(it, m) for m in instances] for it in items]
-    existing = [
-        store.existing(m.spec.name, m.spec.version, m.store_id, ok_only=retry_errors)
-        for m in instances
-    ]
-    todo = [
-        [m for m in range(len(instances)) if keys[i][m] not in existing[m]]
-        for i in range(len(items))
-    ]
+    with assets.recording_resolved() as resolved:
+        keys = [[input_key(it, m) for m in instances] for it in items]  # model ids: may load
+        existing = [
+            store.existing(m.spec.name, m.spec.version, m.store_id, ok_only=retry_errors)
+            for m in instances
+        ]
+        todo = [
+            [m for m in range(len(instances)) if keys[i][m] not in existing[m]]
+            for i in range(len(items))
+        ]
+        if on_pending is not None:
+            on_pending([it for i, it in enumerate(items) if todo[i]], requests, device)
+        for m in instances:
+            m.ensure_ready()
+    used_assets = {**dict(resolved), **used_assets}
     metric_info = [
         {"name": m.spec.name, "version": m.spec.version, "model_id": m.store_id,
          "outputs": list(m.spec.output_names), "device": m.device}
@@ -918,6 +916,7 @@ class Steps:
             raise ConfigError("--workers must be at least 1")
         self.workers = workers
         self.gpu_lane = gpu_lane
+        self._pools: list[tuple[Lane, ProcessPoolExecutor]] | None = None
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run library step ``name`` (``open-store``, ``discover``, ``plan``, ``start-run``,
@@ -932,26 +931,61 @@ class Steps:
         """A note for the user (``info`` or ``warning``); the local steps keep quiet (the
         command line shows progress and the summary itself)."""
 
-    def pool_size(self, run: "ActiveRun") -> int:
-        """Worker processes for ``run`` (1: score in this process)."""
-        n_items = len(run.pending)
+    def pool_size(self, n_items: int, audio_seconds: float) -> int:
+        """Worker processes for ``n_items`` pending items holding ``audio_seconds`` of audio
+        (1: score in this process)."""
         if self.workers is not None:
             return max(1, min(self.workers, n_items))
-        audio = sum((run.items[i].duration or 0.0) for i in run.pending)
-        if audio < MIN_POOL_AUDIO_S or n_items < 2:
+        if audio_seconds < MIN_POOL_AUDIO_S or n_items < 2:
             return 1
         return max(1, min(usable_cores(), n_items))
+
+    def lanes(self, requests: Sequence[MetricRequest], device: str, n: int) -> list["Lane"]:
+        """The pools for ``n`` workers: one of ``n`` processes for every metric; or, with the
+        GPU lane, one process for the metrics that run on the GPU and ``n`` for the others."""
+        gpu = gpu_metrics(requests) if (is_cuda(device) or self.gpu_lane) else set()
+        cores = usable_cores()
+        if not gpu or self.gpu_lane is False:
+            return [Lane(n, device, max(1, cores // n), None)]
+        cpu = set(range(len(requests))) - gpu
+        threads = max(1, cores // (n + 1))
+        out = [Lane(1, device if is_cuda(device) else "cpu", threads, gpu, batched=True)]
+        if cpu:
+            out.append(Lane(n, "cpu", threads, cpu))
+        return out
+
+    def prepare(self, items: Sequence[AudioItem], requests: Sequence[MetricRequest] | None,
+                device: str) -> None:
+        """Called by :func:`start_run` as soon as the pending ``items`` are known, before the
+        planning process loads its own metrics: start the worker pool now, so that the
+        workers load theirs meanwhile (a run with nothing to score starts none)."""
+        if requests is None or self._pools is not None:
+            return
+        n = self.pool_size(len(items), sum((it.duration or 0.0) for it in items))
+        if n <= 1:
+            return
+        dev = resolve_device(device)
+        self._pools = [(lane, lane.start(requests)) for lane in self.lanes(requests, dev, n)]
+
+    def close(self) -> None:
+        """Stop a pool that was started but not used (the run failed before scoring)."""
+        pools, self._pools = self._pools, None
+        for _lane, pool in pools or ():
+            _stop(pool)
 
     def score(self, run: "ActiveRun", device: str) -> Iterator[ChunkResult | None]:
         """Score every pending item of ``run``, yielding results as they finish (the caller
         commits them in batches), or ``None`` every :data:`HEARTBEAT_S` seconds while none
         does. ``device`` is the configured one (``auto`` allowed)."""
-        n = self.pool_size(run)
-        dev = resolve_device(device) if n > 1 else device
-        gpu = gpu_metrics(run.metrics) if (is_cuda(dev) or self.gpu_lane) else set()
-        if n == 1:
+        if self._pools is None and run.requests is not None:
+            self.prepare([run.items[i] for i in run.pending], run.requests, device)
+        if self._pools is None:
+            if self.workers is not None and self.workers > 1 and run.requests is None \
+                    and len(run.pending) > 1:
+                raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
             # In this process: GPU metrics keep their batches (the length-bucketed chunks);
             # on the CPU, units of one reference group give finer progress and the same records.
+            dev = device if device == "cpu" else resolve_device(device)
             work = ([run.work(k) for k in range(len(run.chunks))] if uses_gpu(run.metrics, dev)
                     else units(run))
             for w in work:
@@ -959,53 +993,59 @@ class Steps:
                 yield score_work(w, run.metrics)
             run.progress.in_flight = 0
             return
-        if run.requests is None:
-            raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
         if run.close_metrics:
             for m in run.metrics:  # the workers load their own; free this process's copies
                 m.close()
-        lanes = []
-        lane = bool(gpu) and self.gpu_lane is not False
-        cores = usable_cores()
-        if lane:
-            cpu = set(range(len(run.metrics))) - gpu
-            gpu_dev = dev if is_cuda(dev) else "cpu"
-            lanes.append((1, gpu_dev, max(1, cores // (n + 1)),
-                          units(run, gpu, by_reference=False)))
-            if cpu:
-                lanes.append((n, "cpu", max(1, cores // (n + 1)), units(run, cpu)))
-        else:
-            lanes.append((n, dev, max(1, cores // n), units(run)))
-        yield from _pooled(run, lanes)
+        pools, self._pools = self._pools, None
+        yield from _pooled(run, [
+            (pool, lane.processes, units(run, lane.metrics, by_reference=not lane.batched))
+            for lane, pool in pools
+        ])
 
 
-def _pooled(run: "ActiveRun", lanes: list[tuple[int, str, int, list[ChunkWork]]]
+@dataclass(frozen=True)
+class Lane:
+    """A pool of worker processes: how many, on which device, with how many threads each, and
+    the indices of the metrics it runs (``None``: all)."""
+
+    processes: int
+    device: str
+    threads: int
+    metrics: frozenset[int] | set[int] | None
+    #: units are the run's length-bucketed chunks (GPU batches), not reference groups
+    batched: bool = False
+
+    def start(self, requests: Sequence[MetricRequest]) -> ProcessPoolExecutor:
+        """Start the processes now (the executor would only spawn them as work arrives); each
+        loads this lane's metrics as it starts."""
+        needed = sorted(self.metrics) if self.metrics is not None else list(range(len(requests)))
+        pool = ProcessPoolExecutor(
+            max_workers=self.processes, mp_context=mp.get_context("spawn"),  # fork + torch/onnx
+            initializer=_init_worker,                                         # threads deadlock
+            initargs=(list(requests), self.device, self.threads, needed),
+        )
+        for _ in range(self.processes):
+            pool.submit(_started)
+        return pool
+
+
+def _pooled(run: "ActiveRun", lanes: list[tuple[ProcessPoolExecutor, int, list[ChunkWork]]]
             ) -> Iterator[ChunkResult | None]:
-    """Score the units of each lane ``(processes, device, threads, units)`` in a pool of
-    spawned processes of its own, at most two units per process in flight (bounded memory:
-    results are committed as they come), yielding results as they finish and ``None`` as a
-    heartbeat. On Ctrl-C or any error the pools are stopped at once (their work is lost; the
-    committed results are kept)."""
+    """Score the units of each lane ``(pool, processes, units)``, at most two units per
+    process in flight (bounded memory: results are committed as they come), yielding results
+    as they finish and ``None`` as a heartbeat. The pools are shut down at the end; on Ctrl-C
+    or any error they are stopped at once (their work is lost; the committed results are
+    kept)."""
     from collections import deque
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")  # fork + torch/onnx threads can deadlock
-    pools: list[ProcessPoolExecutor] = []
-    queues: list[deque] = []
-    limits: list[int] = []
+    pools = [pool for pool, _n, _w in lanes]
+    queues = [deque(work) for _p, _n, work in lanes]
+    limits = [2 * n for _p, n, _w in lanes]
+    per_lane = [0] * len(lanes)
     in_flight: dict[Future, tuple[int, ChunkWork]] = {}
-    per_lane: list[int] = []
     finished = False
     try:
-        for procs, device, threads, work in lanes:
-            pools.append(ProcessPoolExecutor(
-                max_workers=procs, mp_context=ctx, initializer=_init_worker,
-                initargs=(run.requests, device, threads),
-            ))
-            queues.append(deque(work))
-            limits.append(2 * procs)
-            per_lane.append(0)
-
         def top_up() -> None:
             for k, pool in enumerate(pools):
                 while queues[k] and per_lane[k] < limits[k]:
@@ -1133,13 +1173,16 @@ def score(
         raise ConfigError("workers > 1 needs MetricRequests (picklable metric recipes)")
     if steps.workers is None and not is_requests:
         steps.workers = 1  # instances cannot be sent to workers
-    run = steps.call(
-        "start-run", start_run, speech_set, metrics, store, device=device,
-        chunk_size=chunk_size, retry_errors=retry_errors, run_name=run_name, suite=suite,
-        params=params, progress=progress, reuse_loaded=steps.reuse_loaded,
-        analysis_cache=analysis_cache,
-    )
-    return run_chunks(run, steps, device)
+    try:
+        run = steps.call(
+            "start-run", start_run, speech_set, metrics, store, device=device,
+            chunk_size=chunk_size, retry_errors=retry_errors, run_name=run_name, suite=suite,
+            params=params, progress=progress, reuse_loaded=steps.reuse_loaded,
+            analysis_cache=analysis_cache, on_pending=steps.prepare,
+        )
+        return run_chunks(run, steps, device)
+    finally:
+        steps.close()
 
 
 def requests_from(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[MetricRequest]:
