@@ -183,7 +183,7 @@ _CONFIG_PARAMS = {
     "device", "chunk_size", "retry_errors", "skip_unchanged", "report", "report_dir",
     "baseline", "regression_relative", "regression_thresholds", "regression_allow_missing",
     "gpu_slots", "max_in_flight", "params", "format", "text_encoding", "allow_pipes",
-    "versa_config",
+    "versa_config", "analysis_cache",
 }
 
 
@@ -270,6 +270,7 @@ def evaluate_speech_set(
     text_encoding: str | None = None,
     allow_pipes: bool = False,
     versa_config: str | None = None,
+    analysis_cache: str | None = None,
 ) -> dict[str, Any]:
     """Score a speech set (folder, manifest or glob of manifests) into the results store,
     then write its HTML report and publish a summary.

@@ -143,6 +143,9 @@ class _ASRMetric(Metric):
 
 _COMMON = dict(
     sample_rate=SAMPLE_RATE,
+    max_duration=600.0,
+    length_rule="whole signal decoded, transcribed by the backend in 30 s windows (Whisper's "
+                "own long-form rule); refused above 600 s",
     needs_text=True,
     device="cuda",
     batched=True,

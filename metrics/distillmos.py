@@ -47,6 +47,9 @@ class DistillMos(Metric):
         device="cuda",
         batched=False,
         min_duration=0.5,
+        max_duration=30.0,
+        length_rule="7.68 s crops every <= 1 s (the library's rule), all crops in one forward "
+                    "pass (~50 MB per second of audio); refused above 30 s",
         kind="non-intrusive",
         description="DistillMOS: XLS-R speech quality model distilled into a CNN-Transformer",
         core="speechqe.metrics.functional.distillmos",

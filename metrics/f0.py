@@ -36,6 +36,8 @@ class F0(shared.WorldMetric):
         sample_rate=shared.WORLD_RATE,
         needs_reference=True,
         min_duration=0.1,
+        max_duration=shared.MAX_SECONDS,
+        length_rule=shared.LENGTH_RULE,
         kind="intrusive",
         description="F0 RMSE (cents), F0 correlation, voicing error and gross pitch error after alignment",
         core="speechqe.metrics.functional.f0",

@@ -47,6 +47,9 @@ class Lsd(Metric):
         sample_rate=None,
         needs_reference=True,
         min_duration=0.05,
+        max_duration=600.0,
+        length_rule="whole signal (STFT of the full pair, ~1.3 MB per second of 16 kHz audio); "
+                    "refused above 600 s",
         kind="intrusive",
         description="Log-spectral distance, speech super-resolution convention",
         core="speechqe.metrics.functional.lsd",

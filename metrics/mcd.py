@@ -30,6 +30,8 @@ class Mcd(shared.WorldMetric):
         sample_rate=shared.WORLD_RATE,
         needs_reference=True,
         min_duration=0.1,
+        max_duration=shared.MAX_SECONDS,
+        length_rule=shared.LENGTH_RULE,
         kind="intrusive",
         description="Mel-cepstral distortion with DTW (Kubichek 1993; WORLD + SPTK)",
         core="speechqe.metrics.functional.mcd",

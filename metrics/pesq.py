@@ -19,6 +19,10 @@ from .functional import pesq as F
 
 _SOURCE = "ITU-T P.862 / P.862.1 / P.862.2 reference code via the 'pesq' package (ludlows)"
 _LICENCE = "ITU-T P.862 licence (reference code); wrapper MIT"
+#: Longest input (seconds): the ITU code holds the whole pair (~0.7 MB per second of 16 kHz
+#: audio, ``bench/bench_lengths.py``); P.862 itself is specified for 8-30 s recordings.
+MAX_SECONDS = 600.0
+_LENGTH_RULE = f"whole signal (ITU-T reference code on the full pair); refused above {MAX_SECONDS:g} s"
 
 
 def lib_version(dist: str) -> str:
@@ -44,6 +48,8 @@ class Pesq(Metric):
         sample_rate=16000,
         needs_reference=True,
         min_duration=F.MIN_SECONDS,
+        max_duration=MAX_SECONDS,
+        length_rule=_LENGTH_RULE,
         kind="intrusive",
         description="Perceptual evaluation of speech quality, wide-band (P.862.2)",
         core="speechqe.metrics.functional.pesq",
@@ -85,6 +91,8 @@ class PesqNb(Pesq):
         sample_rate=8000,
         needs_reference=True,
         min_duration=F.MIN_SECONDS,
+        max_duration=MAX_SECONDS,
+        length_rule=_LENGTH_RULE,
         kind="intrusive",
         description="Perceptual evaluation of speech quality, narrow-band (P.862 + P.862.1)",
         core="speechqe.metrics.functional.pesq",

@@ -46,6 +46,9 @@ class Plcmos(Metric):
         sample_rate=F.SAMPLE_RATE,
         device="cuda",
         min_duration=0.5,
+        max_duration=60.0,
+        length_rule="whole signal (the model reads the full log spectrogram, ~6.5 MB per "
+                    "second of audio); refused above 60 s",
         kind="non-intrusive",
         description="PLCMOS v2, non-intrusive PLC quality (Microsoft PLC Challenge)",
         core="speechqe.metrics.functional.plcmos",

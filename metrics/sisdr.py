@@ -30,6 +30,8 @@ class SiSdr(Metric):
         sample_rate=16000,
         needs_reference=True,
         min_duration=0.0,
+        max_duration=600.0,
+        length_rule="whole signal (~0.3 MB per second of audio); refused above 600 s",
         kind="intrusive",
         description="Scale-invariant signal-to-distortion ratio (Le Roux et al., ICASSP 2019)",
         core="speechqe.metrics.functional.sisdr",

@@ -35,9 +35,17 @@ from speechqe.metric import (
     MetricSpec,
     OutputSpec,
     ScoringInput,
+    n_samples,
     params_id,
 )
 
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
 _CACHE_SIZE = 4096
 
 
@@ -82,6 +90,9 @@ class SpeakerSim(Metric):
         device="cuda",
         batched=False,  # one utterance at a time: padding would change embeddings
         min_duration=0.5,
+        max_duration=300.0,
+        length_rule="whole utterance (Resemblyzer: 1.6 s partials in one batch; ECAPA: the "
+                    "full signal); refused above 300 s (signal, prompt or reference)",
         kind="speaker",
         description="Speaker similarity to the prompt or reference (Resemblyzer GE2E or "
                     "SpeechBrain ECAPA-TDNN embeddings); refuses audio natively below 16 kHz.",
@@ -118,10 +129,11 @@ class SpeakerSim(Metric):
         target, which, _ = self.target(inp)
         from speechqe.audio import check_duration
 
-        check_duration(inp.audio.samples.size, inp.audio.sample_rate, self.spec.min_duration,
+        check_duration(n_samples(inp.audio), inp.audio.sample_rate, self.spec.min_duration,
                        self.spec.name)
-        check_duration(target.samples.size, target.sample_rate, self.spec.min_duration,
+        check_duration(n_samples(target), target.sample_rate, self.spec.min_duration,
                        f"{self.spec.name} ({which})")
+        self.check_length(inp)
         if not self.params.allow_low_sample_rate:
             for what, audio in (("the generated audio", inp.audio), (f"the {which}", target)):
                 if audio.sample_rate < SAMPLE_RATE:
@@ -136,11 +148,20 @@ class SpeakerSim(Metric):
 
     # --- scoring ------------------------------------------------------------------------------
     def _target_embedding(self, inp: ScoringInput) -> tuple[np.ndarray, str]:
+        """The prompt's or reference's embedding: from this process's cache, else from the
+        run's analysis cache (shared by the systems of a run and by later runs, keyed by the
+        file's content hash and the encoder's id), else computed."""
         target, which, sha = self.target(inp)
         key = sha or f"id:{inp.item.id}:{which}"
         emb = self._target_cache.get(key)
         if emb is None:
-            emb = self.encoder.embed(target.at(SAMPLE_RATE))
+            settings = {"analysis": "speaker-embedding-1", "encoder": self.encoder.model_id,
+                        "rate": SAMPLE_RATE}
+            if target.sample_rate != SAMPLE_RATE:
+                settings["resampler"] = f"torchaudio-{_version('torchaudio')}"
+            emb = inp.persistent("speaker-embedding", sha, settings,
+                                 lambda: {"embedding": self.encoder.embed(target.at(SAMPLE_RATE))}
+                                 )["embedding"]
             self._target_cache[key] = emb
             if len(self._target_cache) > _CACHE_SIZE:
                 self._target_cache.popitem(last=False)

@@ -22,6 +22,16 @@ from .pesq import lib_version
 WORLD_RATE = 16000
 Alignment = Literal["dtw", "none"]
 ALIGNMENTS = get_args(Alignment)
+#: Longest signal or reference (seconds) with ``align='dtw'``: DTW fills the full matrix of
+#: frame pairs, (200 frames/s)^2 cells of 16 bytes (cost + accumulated cost), 0.58 GB at 30 s
+#: (measured: +0.60 GB peak at 30 s, ``bench/bench_lengths.py``), growing with the square.
+DTW_MAX_SECONDS = 30.0
+#: Longest input with ``align='none'``: the WORLD spectral envelope of each signal, ~0.8 MB
+#: per second (200 frames of 513 float64 bins), before it is reduced to the mel-cepstrum.
+MAX_SECONDS = 300.0
+LENGTH_RULE = (f"whole signal; refused above {DTW_MAX_SECONDS:g} s with align='dtw' (the DTW "
+               f"matrix grows with the square of the length), {MAX_SECONDS:g} s with "
+               "align='none'")
 
 
 class AlignedWorldParams(world.WorldParams):
@@ -44,16 +54,41 @@ def _key(kind: str, p: world.WorldParams, *rest) -> str:
 
 
 def features(inp: ScoringInput, which: str, p: world.WorldParams) -> world.WorldFeatures:
-    """WORLD features of the item's signal (``which='deg'``) or its reference (``'ref'``)."""
+    """WORLD features of the item's signal (``which='deg'``) or its reference (``'ref'``).
+
+    The reference's are also kept in the run's analysis cache (:meth:`ScoringInput.persistent`)
+    under its content hash and the analysis settings: the systems scored against the same
+    reference, in this run and later ones, analyse it once."""
     if which == "deg":
         return inp.cached(
             _key("deg", p), lambda: world.analyse(inp.signal(WORLD_RATE), WORLD_RATE, p)
         )
     if which == "ref":
-        return inp.cached(
-            _key("ref", p), lambda: world.analyse(inp.reference(WORLD_RATE), WORLD_RATE, p)
-        )
+        return inp.cached(_key("ref", p), lambda: _reference_features(inp, p))
     raise ValueError(which)
+
+
+def analysis_settings(inp: ScoringInput, p: world.WorldParams) -> dict:
+    """What besides the reference's content determines its WORLD features: the settings, the
+    rate, the libraries (and the resampler when the file is not at 16 kHz)."""
+    out = {"analysis": "world-1", "rate": WORLD_RATE, "params": list(p.analysis_key()),
+           "libs": world_model_id()}
+    if inp.ref is not None and inp.ref.sample_rate != WORLD_RATE:
+        out["resampler"] = f"torchaudio-{lib_version('torchaudio')}"
+    return out
+
+
+def _reference_features(inp: ScoringInput, p: world.WorldParams) -> world.WorldFeatures:
+    def compute() -> dict[str, np.ndarray]:
+        f = world.analyse(inp.reference(WORLD_RATE), WORLD_RATE, p)
+        return {"f0": f.f0, "mcep": f.mcep,
+                "meta": np.array([f.sample_rate, f.frame_period_ms, f.alpha], dtype=np.float64)}
+
+    inp.reference(None)  # a missing reference raises here, before any cache lookup
+    a = inp.persistent("world", inp.item.ref_sha256, analysis_settings(inp, p), compute)
+    sr, period, alpha = (float(v) for v in a["meta"])
+    return world.WorldFeatures(f0=a["f0"], mcep=a["mcep"], sample_rate=int(sr),
+                               frame_period_ms=period, alpha=alpha)
 
 
 def mcep_path(inp: ScoringInput, p: world.WorldParams, include_c0: bool = False) -> np.ndarray:
@@ -94,6 +129,9 @@ class WorldMetric(Metric):
 
     def model_id(self) -> str:
         return f"{params_id(self.params)}/{world_model_id()}"
+
+    def max_seconds(self) -> float | None:
+        return DTW_MAX_SECONDS if self.params.align == "dtw" else self.spec.max_duration
 
     def setup(self) -> None:
         import pysptk  # noqa: F401

@@ -64,6 +64,12 @@ class TooShortError(ItemError):
     code = "too_short"
 
 
+class TooLongError(ItemError):
+    """The input is longer than a metric's declared maximum (refused before decoding)."""
+
+    code = "too_long"
+
+
 class MissingReferenceError(ItemError):
     """The metric needs a reference signal and the item has none."""
 

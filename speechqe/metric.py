@@ -23,11 +23,22 @@ import numpy as np
 
 from speechqe.audio import LoadedAudio, check_duration
 from speechqe.config import StrictModel, plain, validate
-from speechqe.errors import ItemError, MissingReferenceError, MissingTextError
+from speechqe.errors import (
+    ItemError,
+    MissingReferenceError,
+    MissingTextError,
+    TooLongError,
+)
 from speechqe.manifest import AudioItem
 
 Aggregation = Literal["mean", "ratio"]
 Device = Literal["cpu", "cuda"]
+
+#: The longest input (seconds) a metric that declares no length rule of its own is given:
+#: whole-signal models and transforms grow with the input (an SSL transformer's attention with
+#: its square), so an undeclared metric is refused above this, before any decoding, rather than
+#: let one long file exhaust the machine's memory.
+DEFAULT_MAX_DURATION = 120.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,13 @@ class MetricSpec:
         batched: whether :meth:`Metric.score_batch` is implemented natively (items are then
             length-bucketed by the runner).
         min_duration: shortest input in seconds (shorter -> ``too_short`` error).
+        max_duration: longest input in seconds (the signal, and the reference or prompt when
+            the metric uses them), judged from the file headers before anything is decoded;
+            longer -> ``too_long`` error record. ``None``: any length, because the metric
+            works window by window in bounded memory; it must then accept a streamed input
+            (:class:`speechqe.streaming.StreamedAudio`, see :attr:`length_rule`).
+        length_rule: how the metric handles length, in words (``speechqe metrics --json``
+            and in ``docs/metrics.md``), e.g. "9.01 s windows every 1 s, mean over windows".
         kind: ``'intrusive'``, ``'non-intrusive'``, ``'asr'``, ``'speaker'``, ``'mos-predictor'``.
         source: the library or paper it implements.
         core: the module that computes the numbers (the adapter delegates to it), e.g.
@@ -112,6 +130,8 @@ class MetricSpec:
     device: Device = "cpu"
     batched: bool = False
     min_duration: float = 0.0
+    max_duration: float | None = DEFAULT_MAX_DURATION
+    length_rule: str = ""
     kind: str = "non-intrusive"
     description: str = ""
     source: str = ""
@@ -122,6 +142,15 @@ class MetricSpec:
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.outputs)
+
+    @property
+    def length_text(self) -> str:
+        """:attr:`length_rule`, or the default rule in words when none was declared."""
+        if self.length_rule:
+            return self.length_rule
+        if self.max_duration is None:
+            return "any length"
+        return f"whole signal; refused above {self.max_duration:g} s (default)"
 
     def output(self, name: str) -> OutputSpec:
         for o in self.outputs:
@@ -138,7 +167,13 @@ class ScoringInput:
     The runner's guarantee: within one chunk of items, every metric receives the *same*
     ``ScoringInput`` objects, in the order the metrics are listed, so an analysis used by two
     metrics (WORLD features for MCD and F0, an ASR hypothesis for WER and CER) is computed
-    once and shared through :meth:`cached`.
+    once and shared through :meth:`cached`. An analysis of the reference (or prompt) alone is
+    shared further, across the items and systems that use the same file and across runs,
+    through :meth:`persistent`.
+
+    ``audio`` (and ``ref``, ``prompt``) is a :class:`LoadedAudio`, or, for a long input that
+    only windowed metrics (``max_duration=None``) score, a
+    :class:`speechqe.streaming.StreamedAudio` read window by window.
     """
 
     item: AudioItem
@@ -146,6 +181,8 @@ class ScoringInput:
     ref: LoadedAudio | None = None
     prompt: LoadedAudio | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    #: the run's :class:`speechqe.analysis_cache.AnalysisCache` (``None``: nothing shared)
+    analyses: Any = None
 
     @property
     def text(self) -> str | None:
@@ -171,6 +208,25 @@ class ScoringInput:
         if key not in self.cache:
             self.cache[key] = compute()
         return self.cache[key]
+
+    def persistent(
+        self, kind: str, content_sha256: str | None, settings: Mapping[str, Any], compute,
+    ) -> dict[str, np.ndarray]:
+        """An analysis of one file that does not depend on the item (the reference's or
+        prompt's WORLD features, speaker embedding), shared through the run's analysis cache
+        by every item, system and later run that uses the same content with the same
+        ``settings``; computed here when there is no cache or no content hash.
+
+        Args:
+            kind: the analysis, e.g. ``'world'``.
+            content_sha256: the analysed file's content hash (``item.ref_sha256``, ...).
+            settings: JSON-able description of everything else that determines the result,
+                including library versions and the rate the file was analysed at.
+            compute: ``() -> {name: array}``.
+        """
+        if self.analyses is None or not content_sha256:
+            return {k: np.asarray(v) for k, v in compute().items()}
+        return self.analyses.get_or_compute(kind, content_sha256, settings, compute)
 
 
 @dataclass
@@ -254,9 +310,16 @@ class Metric(ABC):
             self.setup()
             self._ready = True
 
+    # --- length -----------------------------------------------------------------------------
+    def max_seconds(self) -> float | None:
+        """The longest input (seconds) this instance scores: :attr:`MetricSpec.max_duration`,
+        unless the limit depends on the parameters (MCD/F0: only with DTW alignment)."""
+        return self.spec.max_duration
+
     # --- scoring ----------------------------------------------------------------------------
     def check_input(self, inp: ScoringInput) -> None:
-        """Contract checks shared by all metrics: reference, text, minimum duration."""
+        """Contract checks shared by all metrics: reference, text, minimum and maximum
+        duration."""
         if self.spec.needs_reference and inp.ref is None and not (
             self.spec.prompt_as_reference and inp.prompt is not None
         ):
@@ -267,14 +330,29 @@ class Metric(ABC):
             inp.require_text()
         if self.spec.min_duration > 0:
             check_duration(
-                inp.audio.samples.size, inp.audio.sample_rate, self.spec.min_duration,
+                n_samples(inp.audio), inp.audio.sample_rate, self.spec.min_duration,
                 self.spec.name,
             )
             if self.spec.needs_reference and inp.ref is not None:
                 check_duration(
-                    inp.ref.samples.size, inp.ref.sample_rate, self.spec.min_duration,
+                    n_samples(inp.ref), inp.ref.sample_rate, self.spec.min_duration,
                     f"{self.spec.name} (reference)",
                 )
+        self.check_length(inp)
+
+    def check_length(self, inp: ScoringInput) -> None:
+        """Raise :class:`TooLongError` when the signal (or the reference or prompt, for a
+        metric that uses them) is longer than :meth:`max_seconds`. The runner applies the same
+        rule to the file headers before decoding; this catches inputs built in memory."""
+        limit = self.max_seconds()
+        if limit is None:
+            return
+        signals = [("", inp.audio)]
+        if self.spec.needs_reference:
+            signals += [(" (reference)", inp.ref), (" (prompt)", inp.prompt)]
+        for what, audio in signals:
+            if audio is not None and audio.duration > limit:
+                raise too_long(self, audio.duration, what)
 
     def score_item(self, inp: ScoringInput) -> ItemScore:
         """Score one item. Raise an :class:`ItemError` subclass for bad input.
@@ -314,6 +392,20 @@ class Metric(ABC):
 
     def close(self) -> None:
         """Release models (optional)."""
+
+
+def n_samples(audio: Any) -> int:
+    """Samples of a decoded (:class:`LoadedAudio`) or streamed signal."""
+    return audio.samples.size if isinstance(audio, LoadedAudio) else int(audio.frames)
+
+
+def too_long(metric: Metric, seconds: float, what: str = "") -> TooLongError:
+    """The ``too_long`` error of ``metric`` for an input of ``seconds`` (``what``: which
+    signal, e.g. ``' (reference)'``)."""
+    return TooLongError(
+        f"{seconds:.1f} s{what} is longer than the {metric.max_seconds():g} s maximum of "
+        f"{metric.spec.name} ({metric.spec.length_text}); cut the file into shorter items"
+    )
 
 
 def params_id(params: Any) -> str:

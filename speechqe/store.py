@@ -21,9 +21,11 @@ Tables (schema version 2):
     (``ok``/``error``), ``error_type``, ``error``, ``extra`` (JSON text, e.g. F0 voicing counts,
     ASR hypothesis) and the run that produced it.
 
-Records are committed chunk by chunk as they are produced; DuckDB's write-ahead log makes each
-committed chunk durable, so a killed run loses at most the chunk in flight, and a rerun skips
-every record already stored (``Store.existing``).
+Records are committed in batches as they are produced (every few seconds), each with the
+``run_scores`` rows that attach it to the run; DuckDB's write-ahead log makes each committed
+batch durable, so a killed run loses at most the batch in flight, and a rerun skips every record
+already stored (``Store.existing``). A run is linked at its start only to the records it reuses,
+so an interrupted run's results are what it had when it stopped, never what a later run added.
 
 Only one process can open a DuckDB file for writing; a second gets a clear ``StoreError``.
 
@@ -38,6 +40,7 @@ import json
 import math
 import socket
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,6 +190,21 @@ def _bulk_insert(con, head: str, rows: Sequence[tuple]) -> None:
     con.execute(f"{head} SELECT * FROM (SELECT {select})", cols)
 
 
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C during a query: DuckDB checks Python's signals itself and raises its own error
+    ("Query interrupted"); make it the ``KeyboardInterrupt`` it stands for, so that the run is
+    recorded as interrupted, not failed."""
+    import duckdb
+
+    try:
+        yield
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if isinstance(exc, duckdb.InterruptException) or "interrupted" in str(exc).lower():
+            raise KeyboardInterrupt(str(exc)) from exc
+        raise
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -322,6 +340,10 @@ class Store:
     def finish_run(
         self, run_id: str, status: str, *, n_reused: int = 0, error: str | None = None
     ) -> None:
+        with _interruptible():
+            self._finish_run(run_id, status, n_reused, error)
+
+    def _finish_run(self, run_id: str, status: str, n_reused: int, error: str | None) -> None:
         n_records, n_errors = self.con.execute(
             """SELECT count(*), count(*) FILTER (WHERE s.status = 'error')
                FROM run_scores r JOIN scores s ON s.input_key = r.input_key AND s.scorer = r.scorer
@@ -366,27 +388,38 @@ class Store:
         warnings: dict[str, str] | None = None,
         *,
         replace: bool = False,
+        links: Iterable[tuple[str, str, str, str, str]] = (),
     ) -> None:
-        """Commit a chunk of records (and item warnings) in one transaction."""
+        """Commit a batch of records, item warnings and the links that attach the records to
+        the run's items (rows of ``(item_id, scorer, input_key, version, model_id)``, as
+        :meth:`link`) in one transaction: a run's results are exactly what it had committed
+        (or reused) when it ended, whatever later runs add."""
         now = _now()
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            _bulk_insert(self.con, f"{verb} INTO scores", [r.row(run_id, now) for r in records])
-            for item_id, text in (warnings or {}).items():
-                self.con.execute(
-                    "UPDATE items SET warnings = ? WHERE run_id = ? AND item_id = ?",
-                    [text, run_id, item_id],
-                )
-            self.con.execute("COMMIT")
-        except BaseException:
-            # A COMMIT that could not be written (a full disk) has already rolled back; the
-            # ROLLBACK then fails and must not hide the real error.
+        with _interruptible():
+            self.con.execute("BEGIN TRANSACTION")
             try:
-                self.con.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001 - the original exception is what matters
-                pass
-            raise
+                _bulk_insert(self.con, f"{verb} INTO scores",
+                             [r.row(run_id, now) for r in records])
+                _bulk_insert(self.con, "INSERT OR IGNORE INTO run_scores",
+                             [(run_id, *r) for r in links])
+                for item_id, text in (warnings or {}).items():
+                    self.con.execute(
+                        "UPDATE items SET warnings = ? WHERE run_id = ? AND item_id = ?",
+                        [text, run_id, item_id],
+                    )
+                self.con.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if any: a Ctrl-C may land just after COMMIT
+        returned, and the original error is the one to report."""
+        try:
+            self.con.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - no transaction active
+            pass
 
     # --- queries ----------------------------------------------------------------------------
     def runs(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -430,9 +463,10 @@ class Store:
         raise ConfigError(f"no run '{run_id}' in {self.path} (see 'speechqe runs')")
 
     def _results_sql(self, own_only: bool = False) -> str:
-        # A run links all its planned records when it starts; one that stopped early may have
-        # the rest computed later by another run. ``own_only`` keeps what the run itself
-        # computed and what was stored before it started.
+        # A run links the records it reused at its start and those it computes as they are
+        # committed. Runs written before that linked all their planned records at the start,
+        # so one that stopped early may show records a later run computed: ``own_only`` keeps
+        # what the run itself computed and what was stored before it started.
         own = ("""AND (s.run_id = r.run_id
                  OR s.created_at <= (SELECT started_at FROM runs WHERE runs.run_id = r.run_id))"""
                if own_only else "")

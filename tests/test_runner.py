@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,7 +293,7 @@ def test_ctrl_c_records_an_interrupted_run_that_a_rerun_completes(tmp_path, toy_
     'interrupted' (not 'finished', not lost), and a rerun scores only the rest."""
     for k in range(6):
         write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.2 + 0.05 * k, seed=k)
-    stop = tmp_path / "g" / "u4.wav.interrupt"  # u4 sorts into the third chunk (by duration)
+    stop = tmp_path / "g" / "u0.wav.interrupt"  # the shortest item: scored last (costliest first)
     stop.write_text("")
     sset = manifest.from_folder(tmp_path / "g")
     with Store(tmp_path / "s.duckdb") as st:
@@ -300,8 +301,159 @@ def test_ctrl_c_records_an_interrupted_run_that_a_rerun_completes(tmp_path, toy_
             runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st, chunk_size=2)
         (run,) = st.runs()
         assert run["status"] == "interrupted"
-        assert len(_all_records(st)) == 4  # the first two chunks were committed
+        assert len(_all_records(st)) == 5  # what was scored before it was committed
         stop.unlink()
         r2 = runner.score(sset, _metrics(toy_metrics, "toy_flaky"), st, chunk_size=2)
-        assert (r2.status, r2.n_scored_items, r2.n_reused_items) == ("finished", 2, 4)
+        assert (r2.status, r2.n_scored_items, r2.n_reused_items) == ("finished", 1, 5)
         assert len(_all_records(st)) == 6
+
+
+# --- length rules -------------------------------------------------------------------------------
+def test_long_items_are_refused_before_decoding_or_streamed(tmp_path, toy_metrics, monkeypatch):
+    """A 130 s file among short ones: whole-signal metrics (toy_level's default 120 s
+    maximum) record ``too_long`` without the file being decoded; the windowed metric reads it
+    window by window (streamed above the threshold) with the value of a full decode; the short
+    items are scored as usual."""
+    from speechqe import streaming
+    from speechqe.audio import LoadedAudio, read
+
+    long_x = write_tone(tmp_path / "g" / "long.wav", seconds=130.0, sr=8000, amp=0.3, seed=1)
+    write_tone(tmp_path / "g" / "short.wav", seconds=0.5, seed=2)
+    monkeypatch.setattr(runner, "STREAM_ABOVE_S", 100.0)
+    real = LoadedAudio.from_file.__func__
+
+    def no_long_decode(cls, path):
+        assert Path(path).name != "long.wav", "the long file was decoded whole"
+        return real(cls, path)
+
+    monkeypatch.setattr(LoadedAudio, "from_file", classmethod(no_long_decode))
+    sset = manifest.from_folder(tmp_path / "g")
+    with Store(tmp_path / "s.duckdb") as st:
+        res = runner.score(sset, _metrics(toy_metrics, "toy_level", "toy_windowed"), st)
+        rows = {(r["item_id"], r["metric"]): r for r in st.results(res.run_id)}
+    assert res.status == "finished"
+    for out in ("toy_peak_db", "toy_rms_db"):
+        r = rows[("long", out)]
+        assert r["status"] == "error" and r["error_type"] == "too_long"
+        assert "130.0 s is longer than the 120 s maximum of toy_level" in r["error"]
+        assert rows[("short", out)]["status"] == "ok"
+    win = rows[("long", "toy_window_peak_db")]
+    assert win["status"] == "ok" and win["extra"] == {"streamed": True}
+    x, _ = read(tmp_path / "g" / "long.wav")
+    assert win["value"] == pytest.approx(20 * np.log10(float(np.abs(x).max())), abs=1e-9)
+    assert np.abs(x).max() == pytest.approx(np.abs(long_x).max(), abs=1e-4)
+    assert rows[("short", "toy_window_peak_db")]["extra"] == {"streamed": False}
+    assert streaming.STREAM_ABOVE_S == 600.0  # only the runner's copy was lowered
+
+
+def test_a_reference_longer_than_the_maximum_is_refused_too(tmp_path, toy_metrics):
+    write_tone(tmp_path / "g" / "u.wav", seconds=0.5, seed=1)
+    write_tone(tmp_path / "r" / "u.wav", seconds=121.0, sr=8000, seed=1)
+    sset = manifest.from_folder(tmp_path / "g").with_references(tmp_path / "r")
+    with Store(tmp_path / "s.duckdb") as st:
+        rows = st.results(runner.score(sset, _metrics(toy_metrics, "toy_snr", "toy_level"), st).run_id)
+    by = {r["metric"]: r for r in rows}
+    assert by["toy_snr"]["error_type"] == "too_long" and "(reference)" in by["toy_snr"]["error"]
+    assert by["toy_peak_db"]["status"] == "ok"  # does not use the reference
+
+
+# --- runs link only what they computed ------------------------------------------------------------
+def test_an_interrupted_run_never_shows_records_a_later_run_computed(tmp_path, toy_metrics):
+    for k in range(6):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.2 + 0.05 * k, seed=k)
+    sset = manifest.from_folder(tmp_path / "g")
+    reqs = runner.requests_from([("toy_level", {})])
+    with Store(tmp_path / "s.duckdb") as st:
+        run = runner.start_run(sset, reqs, st, chunk_size=2)
+        run.commit(runner.score_work(run.work(0), run.metrics))  # 2 of 6 items, then Ctrl-C
+        first = run.finish("interrupted")
+        assert len(st.results(first.run_id)) == 2 * 2
+        second = runner.score(sset, reqs, st)
+        assert second.n_reused_items == 2 and second.n_scored_items == 4
+        assert len(st.results(second.run_id)) == 6 * 2
+        assert len(st.results(first.run_id)) == 2 * 2  # still what it had when it stopped
+        assert st.run(first.run_id)["n_records"] == 4 and st.run(first.run_id)["status"] == "interrupted"
+
+
+# --- the pipelined engine -------------------------------------------------------------------------
+def _systems_x_refs(root, n_refs=4, systems=("a", "b", "c")):
+    for k in range(n_refs):
+        x = write_tone(root / "ref" / f"u{k}.wav", seconds=0.4 + 0.15 * k, freq=130 + 25 * k, seed=k)
+        for j, s in enumerate(systems):
+            y = x + 0.03 * np.random.default_rng(10 * k + j).standard_normal(x.size)
+            (root / "gen" / s).mkdir(parents=True, exist_ok=True)
+            sf.write(root / "gen" / s / f"u{k}.wav", y.astype(np.float32), 16000)
+    return manifest.from_folder(root / "gen").with_references(root / "ref")
+
+
+def test_units_group_items_by_reference_costliest_first(tmp_path, toy_metrics):
+    sset = _systems_x_refs(tmp_path)
+    reqs = runner.requests_from([("toy_snr", {}), ("toy_level", {})])
+    with Store(tmp_path / "s.duckdb") as st:
+        run = runner.start_run(sset, reqs, st, chunk_size=2)
+        units = runner.units(run)
+        assert sorted(len(u) for u in units) == [1, 1, 1, 1, 2, 2, 2, 2]  # 3 per ref, cut at 2
+        for u in units:
+            assert len({it.ref_sha256 for it in u.items}) == 1
+        assert [u.cost for u in units] == sorted((u.cost for u in units), reverse=True)
+        only_level = runner.units(run, {1})  # a metric without reference: units of one item
+        assert len(only_level) == 12 and all(u.todo == ((1,),) for u in only_level)
+        run.finish("finished")
+
+
+@pytest.mark.slow
+def test_pool_gpu_lane_and_serial_give_identical_records(tmp_path):
+    """Real metrics (MCD and F0 on shared references, DNSMOS): in this process, in two
+    worker processes, and with the GPU lane forced on the CPU (DNSMOS in a process of its own,
+    the rest in the pool): the same records, bit for bit."""
+    sset = _systems_x_refs(tmp_path, n_refs=3, systems=("a", "b"))
+    reqs = runner.requests_from([(m, {}) for m in ("mcd", "f0", "dnsmos")])
+    out = []
+    for name, steps in (("serial", runner.Steps(1)), ("pool", runner.Steps(2)),
+                        ("lane", runner.Steps(2, gpu_lane=True))):
+        with Store(tmp_path / f"{name}.duckdb") as st:
+            res = runner.score(sset, reqs, st, steps=steps, chunk_size=4)
+            assert res.status == "finished"
+            out.append([{k: v for k, v in r.items() if k != "run_id"} for r in st.results(res.run_id)])
+    assert out[0] == out[1] == out[2] and len(out[0]) == 6 * 9
+
+
+def test_progress_comes_per_unit_and_commits_come_in_batches(tmp_path, toy_metrics, monkeypatch):
+    for k in range(7):
+        write_tone(tmp_path / "g" / f"u{k}.wav", seconds=0.2, seed=k)
+    sset = manifest.from_folder(tmp_path / "g")
+    seen, commits = [], []
+    write = Store.write
+
+    def counting(self, run_id, records, *a, **kw):
+        commits.append(len(records))
+        return write(self, run_id, records, *a, **kw)
+
+    monkeypatch.setattr(Store, "write", counting)
+    monkeypatch.setattr(runner, "COMMIT_INTERVAL_S", 1e9)
+    with Store(tmp_path / "s.duckdb") as st:
+        runner.score(sset, _metrics(toy_metrics, "toy_level"), st, chunk_size=3,
+                     progress=lambda p: seen.append((p.done_items, p.committed_items)))
+    assert list(dict.fromkeys(d for d, _ in seen)) == list(range(8))  # the start, every item
+    assert commits == [6, 6, 2]  # 3 items (2 records each) per commit, then the rest
+    assert seen[-1] == (7, 7)
+
+
+def test_real_metrics_apply_their_declared_maxima(tmp_path):
+    """A 31 s pair: MCD and F0 (DTW, 30 s maximum) record too_long without decoding it,
+    SI-SDR (600 s) scores it; the short pair beside it gets everything."""
+    for name, seconds in (("long", 31.0), ("short", 1.0)):
+        x = write_tone(tmp_path / "r" / f"{name}.wav", seconds=seconds, freq=150, seed=1)
+        y = x + 0.05 * np.random.default_rng(2).standard_normal(x.size)
+        (tmp_path / "g").mkdir(exist_ok=True)
+        sf.write(tmp_path / "g" / f"{name}.wav", y.astype(np.float32), 16000)
+    sset = manifest.from_folder(tmp_path / "g").with_references(tmp_path / "r")
+    with Store(tmp_path / "s.duckdb") as st:
+        rows = st.results(runner.score(sset, runner.requests_from(
+            [("mcd", {}), ("f0", {}), ("si_sdr", {})]), st).run_id)
+    by = {(r["item_id"], r["metric"]): r for r in rows}
+    for out in ("mcd", "f0_rmse_cents", "f0_corr", "vuv_error", "f0_gpe"):
+        assert by[("long", out)]["error_type"] == "too_long", out
+        assert "30 s maximum" in by[("long", out)]["error"]
+        assert by[("short", out)]["status"] == "ok" or out == "f0_corr"
+    assert by[("long", "si_sdr")]["status"] == "ok" and by[("short", "si_sdr")]["status"] == "ok"

@@ -18,12 +18,15 @@ step, so the numbers are the same:
 
 The difference is batching: the segments of several clips go through ONNX Runtime in one call
 (both models have a free batch dimension); the tests check the scores equal one-at-a-time runs.
+A long signal can be scored without holding all its segments (:func:`dnsmos_windows`): the
+segments are read, scored and dropped a group at a time, and the per-segment outputs (four
+numbers each) averaged at the end, so memory does not grow with the length.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -46,6 +49,20 @@ class DnsmosScores:
     segments: int
 
 
+def segment_bounds(n_samples: int, sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """``(start, stop)`` sample indices of the 9.01 s segments of a signal of ``n_samples``
+    samples that is at least 9.01 s long (step 2 above, with the original's float rounding)."""
+    len_samples = int(INPUT_LENGTH * sample_rate)
+    num_hops = int(np.floor(n_samples / sample_rate) - INPUT_LENGTH) + 1
+    out = []
+    for idx in range(num_hops):
+        start, stop = int(idx * sample_rate), int((idx + INPUT_LENGTH) * sample_rate)
+        if min(stop, n_samples) - start < len_samples:  # float rounding, as in the original
+            continue
+        out.append((start, stop))
+    return out
+
+
 def segments(x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The 9.01 s segments DNSMOS scores, ``(n_segments, 144160)`` float32."""
     audio = np.asarray(x, dtype=np.float32)
@@ -54,13 +71,7 @@ def segments(x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     len_samples = int(INPUT_LENGTH * sample_rate)
     while len(audio) < len_samples:
         audio = np.append(audio, audio)
-    num_hops = int(np.floor(len(audio) / sample_rate) - INPUT_LENGTH) + 1
-    out = []
-    for idx in range(num_hops):
-        seg = audio[int(idx * sample_rate): int((idx + INPUT_LENGTH) * sample_rate)]
-        if len(seg) < len_samples:  # float rounding of the end index, as in the original
-            continue
-        out.append(seg)
+    out = [audio[a:b] for a, b in segment_bounds(len(audio), sample_rate)]
     return np.stack(out).astype(np.float32, copy=False)
 
 
@@ -107,12 +118,43 @@ def dnsmos(
     allsegs = np.concatenate(segs, axis=0)
     raw = _run(primary, allsegs, max_batch)  # (n, 3) raw SIG, BAK, OVRL
     p808_out = _run(p808, p808_features(allsegs), max_batch)[:, 0]
-    sig, bak, ovr = _P_SIG(raw[:, 0]), _P_BAK(raw[:, 1]), _P_OVR(raw[:, 2])
     out, k = [], 0
     for n in counts:
-        sl = slice(k, k + n)
-        out.append(DnsmosScores(sig=float(np.mean(sig[sl])), bak=float(np.mean(bak[sl])),
-                                ovrl=float(np.mean(ovr[sl])), p808=float(np.mean(p808_out[sl])),
-                                segments=n))
+        out.append(_summary(raw[k: k + n], p808_out[k: k + n]))
         k += n
     return out
+
+
+def dnsmos_windows(
+    read: Callable[[int, int], np.ndarray], n_samples: int, primary: Any, p808: Any,
+    max_batch: int = 16, group: int = 16,
+) -> DnsmosScores:
+    """DNSMOS of one long 16 kHz signal read segment by segment: the same segments, model
+    calls and mean as :func:`dnsmos`, with at most ``group`` (rounded up to a multiple of
+    ``max_batch``) segments in memory at a time.
+
+    Args:
+        read: ``read(start, stop)`` -> the signal's samples ``[start, stop)`` at 16 kHz.
+        n_samples: the signal's length at 16 kHz (at least 9.01 s: shorter signals go
+            through :func:`dnsmos`, which repeats them).
+    """
+    if max_batch < 1:
+        raise ValueError("max_batch must be >= 1")
+    bounds = segment_bounds(n_samples)
+    if not bounds:
+        raise ValueError("dnsmos_windows needs a signal of at least 9.01 s")
+    step = max_batch * -(-max(group, 1) // max_batch)
+    raws, p808s = [], []
+    for k in range(0, len(bounds), step):
+        segs = np.stack([read(a, b) for a, b in bounds[k: k + step]]).astype(np.float32, copy=False)
+        raws.append(_run(primary, segs, max_batch))
+        p808s.append(_run(p808, p808_features(segs), max_batch)[:, 0])
+    return _summary(np.concatenate(raws, axis=0), np.concatenate(p808s, axis=0))
+
+
+def _summary(raw: np.ndarray, p808_out: np.ndarray) -> DnsmosScores:
+    """Map the raw P.835 outputs ``(n, 3)`` and average them and the P.808 outputs ``(n,)``
+    over the ``n`` segments of one signal."""
+    sig, bak, ovr = _P_SIG(raw[:, 0]), _P_BAK(raw[:, 1]), _P_OVR(raw[:, 2])
+    return DnsmosScores(sig=float(np.mean(sig)), bak=float(np.mean(bak)), ovrl=float(np.mean(ovr)),
+                        p808=float(np.mean(p808_out)), segments=int(raw.shape[0]))

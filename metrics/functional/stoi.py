@@ -6,8 +6,10 @@
   Modulated Noise Maskers", IEEE TASLP 2016.
 
 Both are defined at 10 kHz (pystoi's ``FS``); given signals at 10 kHz pystoi uses them as they
-are, at any other rate it resamples them internally. Our adapters feed 10 kHz, so the signal is
-resampled once, by the runner's resampler, and never twice.
+are, at any other rate it resamples them itself (``resample_oct``, scipy's polyphase filter). The
+adapters pass the input rate by default, so the value equals ``pystoi.stoi(ref, deg, fs)``; their
+``resample='runner'`` option feeds 10 kHz from the runner's resampler instead (faster, slightly
+different numbers).
 """
 
 from __future__ import annotations

@@ -324,7 +324,15 @@ def parse_params(values: List[str] | None) -> dict[str, dict[str, str]]:
 
 class progress_reporter:
     """Context manager giving a progress callback: a rich bar on a terminal, plain lines in
-    logs (one per committed chunk, so a log shows how far a killed run got)."""
+    logs. A plain line is printed when items finish (at most one per :attr:`every` seconds)
+    and, while none does, every :attr:`quiet` seconds, so a log is never silent for long; each
+    line says how many items are saved in the store, which is how far a killed run got.
+
+    :attr:`last` keeps the latest :class:`~speechqe.engine.runner.Progress` (for the message
+    after Ctrl-C)."""
+
+    every = 1.0
+    quiet = 10.0
 
     def __init__(self, mode: str):
         if mode == "auto":
@@ -332,6 +340,10 @@ class progress_reporter:
         self.mode = mode
         self._bar = None
         self._task = None
+        self.last = None
+        self._printed_at: float | None = None
+        self._printed_done = -1
+        self._final = False
 
     def __enter__(self):
         if self.mode == "bar":
@@ -347,14 +359,28 @@ class progress_reporter:
         return self._callback
 
     def _callback(self, p) -> None:
+        import time
+
+        self.last = p
         if self.mode == "bar":
             if self._task is None:
                 self._task = self._bar.add_task("score", total=p.total_items, errors=0)
             self._bar.update(self._task, completed=p.done_items, errors=p.errors)
         elif self.mode == "plain":
+            now = time.monotonic()
+            since = None if self._printed_at is None else now - self._printed_at
+            new = p.done_items != self._printed_done
+            finished = p.committed_items >= p.total_items
+            if not (since is None or (finished and not self._final)
+                    or (new and since >= self.every) or since >= self.quiet):
+                return
+            self._final = self._final or finished
+            self._printed_at, self._printed_done = now, p.done_items
+            busy = f", {p.in_flight} in progress" if p.in_flight and not finished else ""
             print(
-                f"scored {p.done_items}/{p.total_items} items "
-                f"({p.reused_items} reused, {p.records} new records, {p.errors} errors)",
+                f"scored {p.done_items}/{p.total_items} items ({p.committed_items} saved, "
+                f"{p.reused_items} reused, {p.records} new records, {p.errors} errors{busy}; "
+                f"{p.elapsed:.0f} s)",
                 file=sys.stderr, flush=True,
             )
 

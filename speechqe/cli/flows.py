@@ -115,6 +115,7 @@ def evaluate(
     allow_pipes: bool = typer.Option(False, "--allow-pipes", help="Run the pipe commands of Kaldi/lhotse entries."),
     versa_config: Optional[Path] = typer.Option(None, "--versa-config", help="Score the metrics of a VERSA score config (see docs/versa.md)."),
     text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help="Encoding of the text files read (default utf-8)."),
+    analysis_cache: Optional[str] = typer.Option(None, "--analysis-cache", help="Folder keeping reference analyses for later runs, or 'off'. Default: analysis-cache/ beside the store."),
 ) -> None:
     """Run the evaluate-speech-set Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
     from speechqe.errors import SpeechQEError
@@ -132,6 +133,7 @@ def evaluate(
             regression_thresholds=_thresholds(threshold), regression_allow_missing=allow_missing,
             params=parse_params(param), gpu_slots=gpu_slots, format=fmt, allow_pipes=allow_pipes,
             versa_config=str(versa_config) if versa_config else None, text_encoding=text_encoding,
+            analysis_cache=analysis_cache,
         )
         from speechqe.plugins import PARAM_LABEL
 

@@ -73,7 +73,7 @@ def score(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics instead of a suite (not both), e.g. pesq,stoi or mos_ensemble:BUNDLE; each metric once (score a second bundle in another run and 'speechqe compare' the runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results to FILE.csv, .parquet or .jsonl (see --layout)."),
     db: Optional[Path] = typer.Option(None, "--db", help=f"Results store (DuckDB). Default: {DEFAULT_OUT_DIR}/speechqe.duckdb."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring in parallel."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes scoring in parallel. Default: one per CPU core when at least a minute of audio is to be scored, else 1."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU when torch sees one)."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     asset: Optional[List[str]] = typer.Option(None, "--asset", help="Use a local copy of a pretrained asset: NAME=PATH (repeatable)."),
@@ -87,19 +87,31 @@ def score(
     layout: str = typer.Option("long", "--layout", help="--out layout: long (a row per item and output) or wide (.jsonl: a line per item, a key per output, VERSA's shape)."),
     versa_config: Optional[Path] = typer.Option(None, "--versa-config", help="Score the metrics of a VERSA score config (YAML), mapped to speechqe's (see docs/versa.md)."),
     text_encoding: Optional[str] = typer.Option(None, "--text-encoding", help=_ENCODING_HELP),
+    analysis_cache: Optional[str] = typer.Option(None, "--analysis-cache", help="Folder keeping reference analyses (WORLD features, speaker embeddings) for later runs, or 'off'. Default: analysis-cache/ beside the store."),
 ) -> None:
     """Score a speech set and store every result; print a system-by-metric summary."""
     try:
         _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset,
                system, name, chunk_size, retry_errors, progress, fmt, allow_pipes, layout,
-               versa_config, text_encoding)
+               versa_config, text_encoding, analysis_cache)
     except SpeechQEError as exc:
         fail(exc)
 
 
+def interrupted_hint(p, db_path) -> str:
+    """What a Ctrl-C during ``score`` kept and how to resume (printed as ``error: interrupted;
+    ...`` with exit status 130 by :func:`speechqe.cli.common.run`)."""
+    saved = ""
+    if p is not None:
+        saved = (f"{p.committed_items} of {p.total_items} items have their results saved"
+                 f"{f' (run {p.run_id})' if p.run_id else ''} in {db_path}; ")
+    return (f"{saved}the run is recorded as interrupted; rerun the same command to resume "
+            "(saved results are not computed again)")
+
+
 def _score(path, ref, text, suite, metrics, out, db, workers, device, param, asset, system,
            name, chunk_size, retry_errors, progress, fmt="auto", allow_pipes=False,
-           layout="long", versa_config=None, text_encoding=None) -> None:
+           layout="long", versa_config=None, text_encoding=None, analysis_cache=None) -> None:
     from speechqe import manifest
     from speechqe.devices import is_device_name, resolve_device
     from speechqe.engine.evaluation import EvaluationConfig, Steps, evaluate
@@ -129,6 +141,7 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
         format=fmt, allow_pipes=allow_pipes, text_encoding=text_encoding,
         versa_config=versa_config,
         param_label=PARAM_LABEL,
+        analysis_cache=analysis_cache,
     )
     shown: set[str] = set()
     if cfg.versa_config:
@@ -156,11 +169,13 @@ def _score(path, ref, text, suite, metrics, out, db, workers, device, param, ass
             if mname not in shown:
                 console.print(f"[yellow]skipping {mname}[/]: {reason}", highlight=False)
 
-    on_interrupt(f"the run is recorded as interrupted in {db_path}; rerun the same command "
-                 "to resume (committed chunks are reused, not rescored)")
-    with progress_reporter(progress) as report:
-        result = evaluate(cfg, steps, on_planned=planned, progress=report)
-    on_interrupt(None)
+    reporter = progress_reporter(progress)
+    try:
+        with reporter as report:
+            result = evaluate(cfg, steps, on_planned=planned, progress=report)
+    except KeyboardInterrupt:
+        on_interrupt(interrupted_hint(reporter.last, db_path))
+        raise
     with Store(db_path, read_only=True) as store:
         records = store.results(result.run_id)
         if out is not None:

@@ -82,6 +82,9 @@ class EvaluationConfig(StrictModel):
         params: metric parameter overrides ``{metric: {name: value}}`` (``--param``), checked
             against each metric's declared types together with the suite's own parameters
             and kept in canonical form (``'0'`` -> ``False``): the form stored with the run.
+        analysis_cache: where analyses of references (WORLD features, speaker embeddings) are
+            kept for later runs: ``None``/``default`` (``analysis-cache/`` beside the store),
+            a folder, or ``off`` (this run only, in memory).
     """
 
     source: str
@@ -107,6 +110,7 @@ class EvaluationConfig(StrictModel):
     allow_pipes: bool = False
     versa_config: str | None = None
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analysis_cache: str | None = None
 
     @field_validator("source")
     @classmethod
@@ -498,7 +502,7 @@ def evaluate(
         speech_set: an already built set (default: :func:`load_set` of ``cfg``).
         on_planned: called with the set and the plan before any scoring (the command line
             prints what will be scored and what is skipped).
-        progress: called after every committed chunk.
+        progress: called whenever items finish, and every few seconds while none does.
         flow_run_id: recorded with the run (Prefect).
 
     Raises:
@@ -532,6 +536,7 @@ def evaluate(
                 chunk_size=cfg.chunk_size, retry_errors=cfg.retry_errors,
                 run_name=cfg.set_name, suite=suite_name, params=cfg.as_params(),
                 progress=progress, flow_run_id=flow_run_id, reuse_loaded=steps.reuse_loaded,
+                analysis_cache=cfg.analysis_cache, on_pending=steps.prepare,
             )
         except Exception as exc:
             if active is None:
@@ -561,6 +566,7 @@ def evaluate(
                 steps.message("warning", f"regression gate against {rep['baseline']}: {reason}")
         return out
     finally:
+        steps.close()
         st.close()
 
 

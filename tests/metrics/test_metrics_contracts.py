@@ -26,7 +26,7 @@ EXPECTED = {
     "plcmos": ("plcmos",),
 }
 INTRUSIVE = {"pesq", "pesq_nb", "stoi", "estoi", "si_sdr", "mcd", "f0", "lsd"}
-RATES = {"pesq": 16000, "pesq_nb": 8000, "stoi": 10000, "estoi": 10000, "si_sdr": 16000,
+RATES = {"pesq": 16000, "pesq_nb": 8000, "stoi": None, "estoi": None, "si_sdr": 16000,
          "mcd": 16000, "f0": 16000, "lsd": None, "dnsmos": 16000, "distillmos": 16000,
          "plcmos": 16000}
 
@@ -49,6 +49,24 @@ def test_registered_with_a_coherent_spec(name):
         assert lo is None or hi is None or lo < hi
     assert spec.extra == ("models" if name in {"dnsmos", "distillmos", "plcmos"} else "")
     assert spec.batched == (name == "dnsmos")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED) + ["wer", "cer", "speaker_sim"])
+def test_every_metric_declares_its_length_rule(name):
+    """A maximum duration (refused before decoding) or none with a windowed rule; a finite
+    maximum never exceeds the length above which inputs are streamed, so whatever a metric
+    with a maximum accepts is decoded whole."""
+    from speechqe.streaming import STREAM_ABOVE_S
+
+    spec = plugins.get(name).spec
+    assert spec.length_rule, name
+    if spec.max_duration is None:
+        assert "window" in spec.length_rule
+    else:
+        assert 0 < spec.max_duration <= STREAM_ABOVE_S
+        assert f"{spec.max_duration:g} s" in spec.length_rule
+    m = plugins.create(name)
+    assert m.max_seconds() == spec.max_duration or name in ("mcd", "f0")
 
 
 def test_output_names_are_unique_across_metrics():

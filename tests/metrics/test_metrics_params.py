@@ -21,7 +21,9 @@ from speechqe.metric import build_params, params_id
 DEFAULT_IDS = {
     "cer": "p-a3c02d9eeef9", "wer": "p-a3c02d9eeef9",
     "distillmos": "default", "dnsmos": "default", "pesq": "default", "pesq_nb": "default",
-    "estoi": "p-7b1cae20eecf", "stoi": "p-7b1cae20eecf",
+    # stoi/estoi gained ``resample`` (issue 11) with their version 2 (pystoi at the input
+    # rate): a new id on purpose, the old records (version 1, fed 10 kHz) are kept apart
+    "estoi": "p-e8e07765db74", "stoi": "p-e8e07765db74",
     "f0": "p-3622d22311ca", "mcd": "p-1df5bcf6f3d1", "lsd": "p-92a0fa9a68c6",
     "si_sdr": "p-761c720a5351", "plcmos": "p-fbed2e908675", "speaker_sim": "p-6dc420c6c24a",
     "mos_ensemble": "p-b0de3ec120b6", "mos_strong": "p-b0de3ec120b6",
@@ -32,7 +34,7 @@ DEFAULT_IDS = {
 OLD_IDS = [
     ("mcd", {"include_c0": True}, "p-df9a350e5421"),
     ("si_sdr", {"zero_mean": False}, "p-d4820cef3fb3"),
-    ("stoi", {"max_length_diff_s": 0.1}, "p-d42ddafd595e"),
+    ("stoi", {"max_length_diff_s": 0.1}, "p-4f35aaae4d13"),  # with resample='pystoi' (v2)
     ("f0", {"align": "none"}, "p-8e1a3ce315be"),
     ("wer", {"beam_size": 1}, "p-052ea7f71d16"),
 ]

@@ -209,3 +209,30 @@ class ToyASR(Metric):
         edits = int(words[0] != "uh") + (len(words) - len(hyp))
         return ItemScore({"toy_wer": edits / len(words)},
                          extra={"hypothesis": " ".join(hyp), "edits": edits, "ref_words": len(words)})
+
+
+class WindowedPeak(Metric):
+    """Peak level (dBFS) over 1 s windows at the native rate: a windowed metric (no maximum
+    duration), scoring a long input read window by window (``StreamedAudio``) or a decoded
+    one alike."""
+
+    spec = MetricSpec(
+        name="toy_windowed",
+        version="1",
+        outputs=(OutputSpec("toy_window_peak_db", higher_is_better=None, valid_range=(None, 0.0),
+                            unit="dBFS"),),
+        max_duration=None,
+        length_rule="any length: 1 s windows, maximum over windows",
+    )
+
+    def score_item(self, inp):
+        from speechqe.streaming import StreamedAudio
+
+        a = inp.audio
+        if isinstance(a, StreamedAudio):
+            n, sr = a.frames, a.sample_rate
+            peak = max(float(np.abs(a.read(k, k + sr)).max()) for k in range(0, n, sr))
+        else:
+            peak = float(np.abs(a.samples).max())
+        return ItemScore({"toy_window_peak_db": 20 * np.log10(peak)},
+                         extra={"streamed": isinstance(a, StreamedAudio)})
