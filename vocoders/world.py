@@ -494,21 +494,13 @@ class WorldUnitVocoder:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (``.safetensors``): the five tensors, the header as metadata."""
-        import os
+        from speechqe import tensorfile
 
-        from safetensors.numpy import save_file
-
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            path = path.with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         tensors = {"envelope": self.envelope, "aperiodicity": self.aperiodicity,
                    "counts": self.counts, "lf0": self.lf0, "voicing": self.voicing}
-        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp),
-                  metadata={"speechqe": json.dumps(self.header(), default=str)})
-        os.replace(tmp, path)
-        return path
+        return tensorfile.write(
+            path, {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()},
+            self.header())
 
     @classmethod
     def load(cls, path: str | Path) -> "WorldUnitVocoder":
@@ -518,22 +510,10 @@ class WorldUnitVocoder:
             ConfigError: missing file, not a WORLD unit vocoder, tensors that disagree with
                 the header.
         """
-        from safetensors import SafetensorError, safe_open
-
+        from speechqe import tensorfile
         from speechqe.config import validate
 
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"WORLD unit vocoder not found: {path}")
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                header = json.loads((f.metadata() or {}).get("speechqe", "{}"))
-                t = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, SafetensorError, ValueError) as exc:
-            raise ConfigError(f"{path} is not a WORLD unit vocoder: {exc}") from None
-        if header.get("format") != WORLD_FORMAT:
-            raise ConfigError(f"{path}: not a speechqe WORLD unit vocoder "
-                              f"(format {header.get('format')!r})")
+        t, header = tensorfile.read(path, "WORLD unit vocoder", WORLD_FORMAT)
         cfg = validate(WorldAnalysisConfig, header["analysis"], f"{path}: analysis")
         k = int(header["k"])
         want = {"envelope": (k, 2, cfg.envelope_dims), "aperiodicity": (k, 2, cfg.ap_dims),

@@ -32,7 +32,6 @@ the weights in one ``safetensors`` file with its config and the base encoder's s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -225,22 +224,14 @@ def save_aggregator(path: str | Path, aggregator: nn.Module, cfg: AggregatorConf
                     base_spec: Any, meta: dict[str, Any] | None = None) -> Path:
     """Write the aggregator's weights, config, layer count, dim and base encoder spec to one
     ``.safetensors`` file."""
-    import os
+    from speechqe import tensorfile
 
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": AGGREGATOR_FORMAT, "config": cfg.model_dump(),
               "num_layers": aggregator.num_layers, "dim": aggregator.dim,
               "base_spec": base_spec, "meta": meta or {}}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in aggregator.state_dict().items()},
-              str(tmp), metadata={"speechqe": json.dumps(header, default=str)})
-    os.replace(tmp, path)
-    return path
+    return tensorfile.write(
+        path, {k: v.detach().cpu().contiguous() for k, v in aggregator.state_dict().items()},
+        header, framework="pt")
 
 
 def load_aggregator(path: str | Path) -> tuple[nn.Module, AggregatorConfig, dict[str, Any]]:
@@ -249,20 +240,9 @@ def load_aggregator(path: str | Path) -> tuple[nn.Module, AggregatorConfig, dict
     Raises:
         ConfigError: missing or foreign file, weights that do not fit the config.
     """
-    from safetensors import SafetensorError, safe_open
+    from speechqe import tensorfile
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"layer aggregator not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = json.loads((f.metadata() or {}).get("speechqe", "{}"))
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise ConfigError(f"{path} is not a layer aggregator: {exc}") from None
-    if header.get("format") != AGGREGATOR_FORMAT:
-        raise ConfigError(f"{path}: not a speechqe layer aggregator "
-                          f"(format {header.get('format')!r})")
+    sd, header = tensorfile.read(path, "layer aggregator", AGGREGATOR_FORMAT, framework="pt")
     cfg = validate(AggregatorConfig, header["config"], f"{path}: config")
     module = build_aggregator(cfg, int(header["num_layers"]), int(header["dim"]))
     try:
