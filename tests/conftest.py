@@ -7,11 +7,18 @@ since torch with two threads collapses when the other core is busy; Prefect anal
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A test session started in the background by a shell (`make test &`, nohup) inherits SIGINT
+# ignored, and so would every command the tests start (an ignored signal stays ignored across
+# exec), so the Ctrl-C tests would see it ignored: give the session Python's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from pathlib import Path  # noqa: E402
 

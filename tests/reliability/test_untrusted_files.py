@@ -335,7 +335,7 @@ def _calls(tree):
             parents[child] = node
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            func, fn = node, parents.get(node)
+            fn = parents.get(node)
             while fn is not None and not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 fn = parents.get(fn)
             yield node, fn.name if fn is not None else "<module>"

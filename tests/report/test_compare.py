@@ -172,7 +172,6 @@ def test_default_thresholds_come_from_the_output_specs():
     # one word more on one of 40 ten-word utterances moves corpus WER by 0.0025: flagged by
     # a 1% relative threshold if the CI allowed it, never by the declared 0.005
     rng = np.random.default_rng(0)
-    words = np.full(N, 10)
     edits = rng.integers(0, 2, N)
     worse = edits + 1  # every utterance one more error: +0.1, far beyond any threshold
     mk = lambda e: [{"system": "s", "item_id": f"u{i}", "metric": "w", "value": e[i] / 10,  # noqa: E731
