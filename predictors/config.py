@@ -369,6 +369,19 @@ class StrongTrainConfig(_Config):
     """Seed of batches, crops, augmentation and dropout."""
 
 
+def _encoder_spec(raw: dict[str, Any] | None, default: dict[str, Any], kinds: tuple[str, ...],
+                  wrong_kind: str):
+    """The :class:`EncoderSpec` of a learner's encoder setting (``default`` when unset), whose
+    kind must be one of ``kinds`` (else a ConfigError saying ``wrong_kind``)."""
+    from speechqe.encoders import EncoderSpec
+    from speechqe.errors import ConfigError
+
+    spec = EncoderSpec.from_dict(dict(raw or default))
+    if spec.kind not in kinds:
+        raise ConfigError(wrong_kind)
+    return spec
+
+
 class StrongSpec(_Config):
     """A strong learner (fine-tuned SSL encoder + BLSTM head, UTMOS)."""
 
@@ -382,13 +395,8 @@ class StrongSpec(_Config):
     """Optimisation."""
 
     def encoder_spec(self):
-        from speechqe.encoders import EncoderSpec
-        from speechqe.errors import ConfigError
-
-        spec = EncoderSpec.from_dict(dict(self.ssl or {"kind": "ssl", "source": "ssl-wav2vec2-base"}))
-        if spec.kind != "ssl":
-            raise ConfigError(f"strong learner '{self.name}': ssl.kind must be 'ssl'")
-        return spec
+        return _encoder_spec(self.ssl, {"kind": "ssl", "source": "ssl-wav2vec2-base"}, ("ssl",),
+                             f"strong learner '{self.name}': ssl.kind must be 'ssl'")
 
 
 # ------------------------------------------------------------------------------------------
@@ -466,13 +474,8 @@ class WhisperSpec(_Config):
     """Optimisation."""
 
     def encoder_spec(self):
-        from speechqe.encoders import EncoderSpec
-        from speechqe.errors import ConfigError
-
-        spec = EncoderSpec.from_dict(dict(self.encoder or {"kind": "whisper-ct2"}))
-        if spec.kind not in ("whisper", "whisper-ct2"):
-            raise ConfigError(f"whisper predictor '{self.name}': encoder.kind must be whisper or whisper-ct2")
-        return spec
+        return _encoder_spec(self.encoder, {"kind": "whisper-ct2"}, ("whisper", "whisper-ct2"),
+                             f"whisper predictor '{self.name}': encoder.kind must be whisper or whisper-ct2")
 
 
 # ------------------------------------------------------------------------------------------
